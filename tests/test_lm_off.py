@@ -1,0 +1,70 @@
+"""finemed_ttt with ttt=off is lm-eval's `hf` model: same log-likelihoods, same greedy generations."""
+
+from __future__ import annotations
+
+import lm_eval
+import pytest
+from lm_eval.api.registry import get_model
+from lm_eval.models.huggingface import HFLM
+
+
+def _samples(model, task: str, **kwargs) -> list[dict]:
+    results = lm_eval.simple_evaluate(model=model, tasks=[task], log_samples=True, **kwargs)
+    return sorted(results["samples"][task], key=lambda s: s["doc_id"])
+
+
+@pytest.fixture(scope="module")
+def models(embedded_model):
+    reference = HFLM(pretrained=str(embedded_model), device="cpu", batch_size=4)
+    ours = get_model("finemed_ttt")(pretrained=str(embedded_model), ttt="off", device="cpu", batch_size=4)
+    return reference, ours
+
+
+def test_loglikelihoods_equal_hf(models, local_data):
+    reference, ours = models
+    kwargs = dict(limit=3, num_fewshot=1, fewshot_random_seed=7)
+    expected = _samples(reference, "finemed_medqa", **kwargs)
+    actual = _samples(ours, "finemed_medqa", **kwargs)
+    assert [s["arguments"] for s in actual] == [s["arguments"] for s in expected]
+    pairs = [(a[0], e[0]) for s_a, s_e in zip(actual, expected) for a, e in zip(s_a["resps"], s_e["resps"])]
+    assert len(pairs) == 12
+    for (ll_ours, greedy_ours), (ll_ref, greedy_ref) in pairs:
+        assert abs(ll_ours - ll_ref) <= 1e-6
+        assert greedy_ours == greedy_ref
+
+
+def test_greedy_generations_equal_hf(models, local_data):
+    reference, ours = models
+    kwargs = dict(limit=2, num_fewshot=0, gen_kwargs="max_gen_toks=24")
+    expected = _samples(reference, "finemed_mmlu_pro_health_cot", **kwargs)
+    actual = _samples(ours, "finemed_mmlu_pro_health_cot", **kwargs)
+    assert [s["resps"] for s in actual] == [s["resps"] for s in expected]
+    assert all(s["resps"][0][0].strip() for s in actual)  # it really generated text
+
+
+def test_model_is_registered_with_lm_eval():
+    from finemed_eval.ttt.lm import FineMedTTT
+
+    assert get_model("finemed_ttt") is FineMedTTT
+    assert get_model("hf") is HFLM  # lm-eval's own models still resolve
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        ({"ttt": "sometimes"}, "ttt='sometimes'"),
+        ({"not_an_arg": 1}, "'not_an_arg'"),
+        ({"ttt": "full", "lr": -1.0}, "lr=-1.0"),
+        ({"ttt": "full", "steps": -2}, "steps=-2"),
+        ({"backend": "seq2seq"}, "backend"),
+    ],
+)
+def test_bad_model_arguments_fail_before_loading(args, message, monkeypatch):
+    from finemed_eval.ttt import lm
+
+    def must_not_load(*a, **k):
+        raise AssertionError("the model was loaded before the arguments were checked")
+
+    monkeypatch.setattr(lm.HFLM, "__init__", must_not_load)
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        get_model("finemed_ttt")(**args)
