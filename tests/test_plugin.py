@@ -1,0 +1,97 @@
+"""The stock `lm_eval` executable sees finemed's tasks and model with no flags and no wrapper."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parents[1]
+LM_EVAL = shutil.which("lm_eval")
+TASK_NAMES = sorted(p.stem for p in (ROOT / "tasks").rglob("finemed_*.yaml")) + sorted(
+    p.stem.lstrip("_") for p in (ROOT / "tasks").rglob("_finemed_*.yaml")
+)
+
+
+def _run(*args: str, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run(args, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})})
+
+
+@pytest.fixture(scope="module")
+def listed_tasks() -> str:
+    assert LM_EVAL, "the lm_eval console script is not on PATH"
+    done = _run(LM_EVAL, "ls", "tasks")
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+def test_stock_lm_eval_lists_every_finemed_task(listed_tasks):
+    assert len(TASK_NAMES) == 42  # 34 tasks, 4 benchmark groups, 4 paper-table groups
+    missing = [name for name in TASK_NAMES if f"|{name} " not in listed_tasks]
+    assert not missing
+    assert "|mmlu_pro_health " in listed_tasks  # lm-eval's own tasks are still there
+
+
+def test_stock_lm_eval_runs_finemed_ttt(shared_data, tmp_path):
+    done = _run(
+        LM_EVAL, "run", "--model", "finemed_ttt", "--tasks", "finemed_demo",
+        "--limit", "2", "--num_fewshot", "0", "--batch_size", "4", "--output_path", str(tmp_path),
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    row = next(line for line in done.stdout.splitlines() if line.startswith("|finemed_demo"))
+    assert "|acc " in row.replace("|acc   |", "|acc |")
+    assert list(tmp_path.rglob("results_*.json"))
+
+
+def test_processes_that_never_touch_lm_eval_only_get_the_hook():
+    code = "import sys; print('finemed_eval._autoload' in sys.modules, 'lm_eval' in sys.modules, 'torch' in sys.modules)"
+    done = _run(sys.executable, "-c", code)
+    assert done.stdout.split() == ["True", "False", "False"]
+    off = _run(sys.executable, "-c", code, env={"FINEMED_EVAL_NO_AUTOLOAD": "1"})
+    assert off.stdout.split() == ["True", "False", "False"]  # imported, but installs nothing
+    hooked = _run(sys.executable, "-c", "import sys, finemed_eval._autoload as a; print(any(isinstance(f, a._LmEvalFinder) for f in sys.meta_path))",
+                  env={"FINEMED_EVAL_NO_AUTOLOAD": "1"})
+    assert hooked.stdout.strip() == "False"
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("wheel")
+    done = _run(sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(out), str(ROOT))
+    assert done.returncode == 0, done.stderr[-2000:]
+    return next(out.glob("finemed_eval-*.whl"))
+
+
+def test_wheel_carries_the_pth_hook_and_task_files(wheel):
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert "finemed_eval_lm_eval_plugin.pth" in names
+    assert "finemed_eval/tasks/medqa/finemed_medqa.yaml" in names
+    assert "finemed_eval/tasks/_templates/mc_yaml" in names
+    assert "finemed_eval/tasks/_templates/utils.py" in names
+    assert "finemed_eval/demo/demo_test.jsonl" in names
+    assert not any(name.startswith(("tasks/", "tests/", "training/", "synth/")) for name in names)
+    record = next(n for n in names if n.endswith("RECORD"))
+    assert "finemed_eval_lm_eval_plugin.pth,sha256=" in zipfile.ZipFile(wheel).read(record).decode()
+
+
+def test_regular_install_in_a_fresh_venv_is_seen_by_lm_eval(wheel, tmp_path):
+    """Non-editable install: lm-eval finds the tasks inside site-packages, not in this checkout."""
+    venv = tmp_path / "venv"
+    assert _run(sys.executable, "-m", "venv", "--system-site-packages", str(venv)).returncode == 0
+    python = venv / "bin" / "python"
+    done = _run(str(python), "-m", "pip", "install", "--no-deps", "--no-index", str(wheel))
+    assert done.returncode == 0, done.stderr[-2000:]
+    code = (
+        "from lm_eval.tasks import TaskManager; from lm_eval.api.registry import get_model;"
+        "tm = TaskManager(); print(tm.task_index['finemed_medqa'].yaml_path); print(get_model('finemed_ttt').__module__)"
+    )
+    shown = _run(str(python), "-c", code)
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    yaml_path, module = shown.stdout.split()
+    assert str(venv) in yaml_path and "site-packages/finemed_eval/tasks/medqa" in yaml_path
+    assert module == "finemed_eval.ttt.lm"
