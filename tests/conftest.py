@@ -37,3 +37,11 @@ def local_data(shared_data, monkeypatch) -> Path:
     """Point every finemed task at the official release files in ../shared/data."""
     monkeypatch.setenv("FINEMED_DATA_DIR", str(shared_data))
     return shared_data
+
+
+@pytest.fixture(scope="session")
+def task_manager():
+    """finemed tasks only: indexing all of lm-eval's built-in tasks costs ~40 s per TaskManager."""
+    from lm_eval.tasks import TaskManager
+
+    return TaskManager(include_defaults=False)

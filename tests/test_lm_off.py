@@ -8,8 +8,8 @@ from lm_eval.api.registry import get_model
 from lm_eval.models.huggingface import HFLM
 
 
-def _samples(model, task: str, **kwargs) -> list[dict]:
-    results = lm_eval.simple_evaluate(model=model, tasks=[task], log_samples=True, **kwargs)
+def _samples(model, task: str, task_manager, **kwargs) -> list[dict]:
+    results = lm_eval.simple_evaluate(model=model, tasks=[task], log_samples=True, task_manager=task_manager, **kwargs)
     return sorted(results["samples"][task], key=lambda s: s["doc_id"])
 
 
@@ -20,11 +20,11 @@ def models(embedded_model):
     return reference, ours
 
 
-def test_loglikelihoods_equal_hf(models, local_data):
+def test_loglikelihoods_equal_hf(models, local_data, task_manager):
     reference, ours = models
     kwargs = dict(limit=3, num_fewshot=1, fewshot_random_seed=7)
-    expected = _samples(reference, "finemed_medqa", **kwargs)
-    actual = _samples(ours, "finemed_medqa", **kwargs)
+    expected = _samples(reference, "finemed_medqa", task_manager, **kwargs)
+    actual = _samples(ours, "finemed_medqa", task_manager, **kwargs)
     assert [s["arguments"] for s in actual] == [s["arguments"] for s in expected]
     pairs = [(a[0], e[0]) for s_a, s_e in zip(actual, expected) for a, e in zip(s_a["resps"], s_e["resps"])]
     assert len(pairs) == 12
@@ -33,11 +33,11 @@ def test_loglikelihoods_equal_hf(models, local_data):
         assert greedy_ours == greedy_ref
 
 
-def test_greedy_generations_equal_hf(models, local_data):
+def test_greedy_generations_equal_hf(models, local_data, task_manager):
     reference, ours = models
     kwargs = dict(limit=2, num_fewshot=0, gen_kwargs="max_gen_toks=24")
-    expected = _samples(reference, "finemed_mmlu_pro_health_cot", **kwargs)
-    actual = _samples(ours, "finemed_mmlu_pro_health_cot", **kwargs)
+    expected = _samples(reference, "finemed_mmlu_pro_health_cot", task_manager, **kwargs)
+    actual = _samples(ours, "finemed_mmlu_pro_health_cot", task_manager, **kwargs)
     assert [s["resps"] for s in actual] == [s["resps"] for s in expected]
     assert all(s["resps"][0][0].strip() for s in actual)  # it really generated text
 
