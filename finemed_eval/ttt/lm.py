@@ -40,10 +40,16 @@ class FineMedTTT(HFLM):
         hflm_kwargs.setdefault("device", "cpu")
         # Retrieval and adapter set-up validate their inputs before the model is loaded.
         self._retriever = self.ttt_options.build_retriever()
-        super().__init__(pretrained=_resolve_pretrained(pretrained), **hflm_kwargs)
+        resolved = _resolve_pretrained(pretrained)
+        super().__init__(pretrained=resolved, **hflm_kwargs)
         self._adapter = self.ttt_options.build_adapter(self._model, self.tokenizer, self.max_length)
         if self._adapter is not None:
             self._model = self._adapter.model  # the PeftModel in lora mode; the same module in full mode
+        self._vllm = None
+        if self.ttt_options.backend == "vllm":
+            from finemed_eval.ttt.vllm_backend import VLLMAdapterServer
+
+            self._vllm = VLLMAdapterServer(str(resolved), lora_r=self.ttt_options.lora_r)
         self.adaptations = 0  # documents adapted so far (tests count it)
 
     # ---- lm-eval request API -------------------------------------------------------------
@@ -54,11 +60,33 @@ class FineMedTTT(HFLM):
         return self._per_document(requests, super().loglikelihood_rolling, disable_tqdm)
 
     def generate_until(self, requests: list[Instance], disable_tqdm: bool = False):
+        if self._vllm is not None:
+            return self._generate_with_vllm(requests, disable_tqdm)
         return self._per_document(requests, super().generate_until, disable_tqdm)
+
+    def _generate_with_vllm(self, requests: list[Instance], disable_tqdm: bool) -> list[str]:
+        """Adapt per document on the HF copy, save each adapter, then ONE batched vLLM call."""
+        lora_requests: list = [None] * len(requests)
+        if self._adapter is not None and self._adapter.config.trains:
+            groups = group_by_document(requests)
+            neighbours = self._retriever.search([query_of(group[0]) for group in groups], k=self.ttt_options.top_k)
+            for group, found in tqdm(list(zip(groups, neighbours)), desc="TTT adapters", disable=disable_tqdm):
+                key = tuple(n.id for n in found)
+                with self._adapter.adapted([(n.question, n.response) for n in found], cache_key=key) as stats:
+                    self.adaptations += 1
+                    lora = self._vllm.lora_request(self._adapter.model, key)
+                _record(group, found, stats)
+                for position, _ in group:
+                    lora_requests[position] = lora
+        contexts = [request.args[0] for request in requests]
+        gen_kwargs = [request.args[1] for request in requests]
+        return self._vllm.generate(contexts, gen_kwargs, lora_requests)
 
     # ---- test-time training -----------------------------------------------------------------
     def _per_document(self, requests: list[Instance], answer: Callable, disable_tqdm: bool) -> list:
-        if self._adapter is None:
+        if self._adapter is None or not self._adapter.config.trains:
+            # Nothing would change the weights (ttt=off, steps=0 or lr=0): answer exactly as HFLM does,
+            # batched across documents, so the scores are bit-identical to ttt=off.
             return answer(requests, disable_tqdm=disable_tqdm)
         groups = group_by_document(requests)
         queries = [query_of(group[0]) for group in groups]
