@@ -33,7 +33,10 @@ _FROM_PRETRAINED_KWARGS = {"attn_implementation", "low_cpu_mem_usage", "use_safe
 class FineMedTTT(HFLM):
     def __init__(self, pretrained=None, **kwargs) -> None:
         hflm_kwargs, ttt_kwargs = _split_kwargs(kwargs)
-        self.ttt_options = TTTOptions.from_model_args(ttt_kwargs, embedded=pretrained is None)
+        from finemed_eval.zoo import is_embedded
+
+        embedded = pretrained is None or (isinstance(pretrained, str) and is_embedded(pretrained))
+        self.ttt_options = TTTOptions.from_model_args(ttt_kwargs, embedded=embedded)
         if hflm_kwargs.get("backend", "default") not in ("default", "causal"):
             raise ValueError("finemed_ttt: model argument 'backend' must be 'hf' or 'vllm' (TTT needs a causal LM)")
         hflm_kwargs["backend"] = "causal"

