@@ -14,7 +14,20 @@ import pytest
 
 from finemed_eval.leaderboard import cli
 from finemed_eval.leaderboard import run as lb
+from finemed_eval.leaderboard.aggregate import (
+    MeasuredCell,
+    aggregate,
+    load_paper,
+    mean_std,
+    metric_name,
+    reported_entries,
+)
+from finemed_eval.leaderboard.board import SCHEMA_PATH, build_board, open_medical_llm, slugify, validate_board
+from finemed_eval.leaderboard.cells import CorruptCell, cell_key, cell_material, read_cell, write_cell
 from finemed_eval.leaderboard.config import LeaderboardError, check_names, check_output_dir, load_config, parse_config
+from finemed_eval.leaderboard.evaluate import import_plugin
+from finemed_eval.leaderboard.fingerprint import task_config_hash
+from finemed_eval.leaderboard.task_tree import expand_task_names
 
 GOOD = {
     "models": [
@@ -123,7 +136,7 @@ def test_bad_names_fail_before_any_model_is_loaded(tmp_path, monkeypatch):
     def no_load(*a, **k):
         raise AssertionError("a model class was looked up before validation finished")
 
-    monkeypatch.setattr(lb, "_lm_class", no_load)
+    monkeypatch.setattr(lb, "lm_class", no_load)
     monkeypatch.setattr(lb, "resolve_pretrained", no_load)
     cfg = parse(tasks=["finemed_nope"])
     with pytest.raises(LeaderboardError, match="finemed_nope"):
@@ -158,16 +171,16 @@ def material(**changes):
         finemed_code="sha256:c",
     )
     base.update(changes)
-    return lb.cell_material(**base)
+    return cell_material(**base)
 
 
 def test_cell_key_is_stable_and_ignores_display_name_and_arg_order():
-    assert lb.cell_key(material()) == lb.cell_key(material())
+    assert cell_key(material()) == cell_key(material())
     cfg = parse(models=[{"name": "renamed", "model": "smollm2-135m-instruct", "args": {"ttt": "off"}}])
-    assert lb.cell_key(material(spec=cfg.models[0])) == lb.cell_key(material())
+    assert cell_key(material(spec=cfg.models[0])) == cell_key(material())
     a = parse(models=[{"model": "m/x", "args": {"ttt": "full", "corpus": "demo"}}]).models[0]
     b = parse(models=[{"model": "m/x", "args": {"corpus": "demo", "ttt": "full"}}]).models[0]
-    assert lb.cell_key(material(spec=a)) == lb.cell_key(material(spec=b))
+    assert cell_key(material(spec=a)) == cell_key(material(spec=b))
 
 
 @pytest.mark.parametrize(
@@ -183,40 +196,40 @@ def test_cell_key_is_stable_and_ignores_display_name_and_arg_order():
     ],
 )
 def test_cell_key_changes_with_every_input(changes):
-    assert lb.cell_key(material(**changes)) != lb.cell_key(material())
+    assert cell_key(material(**changes)) != cell_key(material())
 
 
 def test_cell_key_changes_with_config_fields_and_args():
-    base = lb.cell_key(material())
+    base = cell_key(material())
     for changes in ({"num_fewshot": 0}, {"limit": 6}, {"apply_chat_template": True}, {"lm_eval_model": "hf"}):
         data = copy.deepcopy(GOOD) | {"seeds": [0, 1], "limit": 5} | changes
-        assert lb.cell_key(material(config=parse_config(data))) != base, changes
+        assert cell_key(material(config=parse_config(data))) != base, changes
     full = parse().models[1]
-    assert lb.cell_key(material(spec=full)) != base
+    assert cell_key(material(spec=full)) != base
 
 
 def test_cell_key_depends_on_the_data_dir(monkeypatch):
     monkeypatch.delenv("FINEMED_DATA_DIR", raising=False)
-    before = lb.cell_key(material())
+    before = cell_key(material())
     monkeypatch.setenv("FINEMED_DATA_DIR", "/data")
-    assert lb.cell_key(material()) != before
+    assert cell_key(material()) != before
 
 
 def test_cell_round_trip_and_corruption_is_detected(tmp_path):
-    key = lb.cell_key(material())
-    path = lb.write_cell(tmp_path, key, {"results": {"results": {"t": {"acc,none": 0.5}}}, "date": "d"})
-    assert lb.read_cell(path, key)["results"]["results"]["t"]["acc,none"] == 0.5
+    key = cell_key(material())
+    path = write_cell(tmp_path, key, {"results": {"results": {"t": {"acc,none": 0.5}}}, "date": "d"})
+    assert read_cell(path, key)["results"]["results"]["t"]["acc,none"] == 0.5
     text = path.read_text()
 
     path.write_text(text.replace("0.5", "0.9"))  # edited: valid JSON, wrong hash
-    with pytest.raises(lb.CorruptCell, match="hash"):
-        lb.read_cell(path, key)
+    with pytest.raises(CorruptCell, match="hash"):
+        read_cell(path, key)
     path.write_text(text[: len(text) // 2])  # truncated by a crash
-    with pytest.raises(lb.CorruptCell, match="unreadable"):
-        lb.read_cell(path, key)
+    with pytest.raises(CorruptCell, match="unreadable"):
+        read_cell(path, key)
     path.write_text(text)
-    with pytest.raises(lb.CorruptCell, match="belongs to"):
-        lb.read_cell(path, "0" * 64)  # a file copied under another key's name
+    with pytest.raises(CorruptCell, match="belongs to"):
+        read_cell(path, "0" * 64)  # a file copied under another key's name
     assert not list(tmp_path.glob(".*.tmp"))
 
 
@@ -234,11 +247,11 @@ def test_task_config_hash_tracks_yaml_and_helper_code(tmp_path):
 
     def hashes():
         tm = TaskManager(include_path=str(folder), include_defaults=False)
-        return lb.task_config_hash(tm, "lbtest_task"), lb.task_config_hash(tm, "lbtest_group"), tm
+        return task_config_hash(tm, "lbtest_task"), task_config_hash(tm, "lbtest_group"), tm
 
     task, group, tm = hashes()
     assert hashes()[:2] == (task, group) and task != group
-    assert lb.expand_task_names(tm, ["lbtest_group"]) == {"lbtest_group", "lbtest_task"}
+    assert expand_task_names(tm, ["lbtest_group"]) == {"lbtest_group", "lbtest_task"}
     (folder / "utils.py").write_text("def text(doc):\n    return 'Q: ' + doc['q']\n")
     task2, group2, _ = hashes()
     assert task2 != task and group2 != group  # a group's hash covers its members
@@ -257,9 +270,9 @@ def slim(row_values: dict[str, dict], n: int = 5, groups: dict | None = None) ->
     }
 
 
-def measured(values: list[float], model="m", task="finemed_medqa", extra=None) -> list[lb.MeasuredCell]:
+def measured(values: list[float], model="m", task="finemed_medqa", extra=None) -> list[MeasuredCell]:
     return [
-        lb.MeasuredCell(
+        MeasuredCell(
             model,
             {"pretrained": "p", "ttt": "off"},
             seed,
@@ -272,18 +285,18 @@ def measured(values: list[float], model="m", task="finemed_medqa", extra=None) -
 
 
 def agg(cells):
-    return lb.aggregate(
+    return aggregate(
         cells, benchmarks={"finemed_medqa": "MedQA"}, num_fewshot=3, limit=5, lm_eval="0.4.13", git_rev="r"
     )
 
 
 def test_metric_names():
-    assert lb.metric_name("acc,none") == "acc"
-    assert lb.metric_name("acc_norm,none") == "acc_norm"
-    assert lb.metric_name("exact_match,strict-match") == "exact_match,strict-match"
-    assert lb.metric_name("acc_single,none") == "acc_single"
-    assert lb.metric_name("acc_stderr,none") is None
-    assert lb.metric_name("alias") is None and lb.metric_name("sample_len") is None
+    assert metric_name("acc,none") == "acc"
+    assert metric_name("acc_norm,none") == "acc_norm"
+    assert metric_name("exact_match,strict-match") == "exact_match,strict-match"
+    assert metric_name("acc_single,none") == "acc_single"
+    assert metric_name("acc_stderr,none") is None
+    assert metric_name("alias") is None and metric_name("sample_len") is None
 
 
 def test_mean_and_sample_std_over_seeds():
@@ -293,7 +306,7 @@ def test_mean_and_sample_std_over_seeds():
     assert [s["value"] for s in entry["seeds"]] == [0.2, 0.4, 0.6]
     assert entry["n"] == 5 and entry["benchmark"] == "MedQA" and entry["status"] == "measured"
     assert entry["date"] == "2026-01-03T00:00:00Z" and entry["task_version"] == 1.0
-    assert lb.mean_std([0.5]) == (0.5, None)
+    assert mean_std([0.5]) == (0.5, None)
 
 
 def test_filters_other_than_none_are_kept_in_the_metric_name():
@@ -307,11 +320,42 @@ def test_group_rows_are_kept_and_their_n_sums_the_leaves():
         "a": {"acc,none": 0.4, "alias": " - a"},
         "b": {"acc,none": 0.6, "alias": " - b"},
     }
-    cells = [lb.MeasuredCell("m", {}, 0, "2026-01-01T00:00:00Z", slim(rows, n=3, groups={"g": ["a", "b"]}))]
+    cells = [MeasuredCell("m", {}, 0, "2026-01-01T00:00:00Z", slim(rows, n=3, groups={"g": ["a", "b"]}))]
     by_task = {e["task"]: e for e in agg(cells)}
     assert set(by_task) == {"g", "a", "b"}
     assert by_task["g"]["n"] == 6 and by_task["a"]["n"] == 3 and by_task["a"]["benchmark"] == "a"
     assert by_task["a"]["parent"] == "g" and by_task["g"]["parent"] is None
+
+
+def test_a_table1_run_renders_one_main_column_per_benchmark():
+    # lm-eval's results for `tasks: [finemed_table1]`: the table group has no score of its own
+    groups = {
+        "finemed_table1": ["finemed_ceval_medical", "finemed_cmb_exam", "finemed_mmlu_medical"],
+        "finemed_ceval_medical": ["finemed_ceval_physician"],
+        "finemed_mmlu_medical": ["finemed_mmlu_anatomy", "finemed_mmlu_college_biology"],
+    }
+    rows = {
+        "finemed_table1": {"alias": "finemed_table1"},
+        "finemed_ceval_medical": {"acc,none": 0.3, "alias": " - finemed_ceval_medical"},
+        "finemed_ceval_physician": {"acc,none": 0.3, "alias": "  - physician"},
+        "finemed_cmb_exam": {"acc,none": 0.2, "acc_single,none": 0.25, "acc_multi,none": 0.1, "alias": " - cmb"},
+        "finemed_mmlu_medical": {"acc,none": 0.5, "alias": " - finemed_mmlu_medical"},
+        "finemed_mmlu_anatomy": {"acc,none": 0.4, "alias": "  - anatomy"},
+        "finemed_mmlu_college_biology": {"acc,none": 0.6, "alias": "  - college_biology"},
+    }
+    cells = [MeasuredCell("m", {}, seed, "2026-01-01T00:00:00Z", slim(rows, groups=groups)) for seed in (0, 1)]
+    entries = aggregate(cells, benchmarks=load_paper()["benchmarks"], num_fewshot=3, limit=None, lm_eval="x", git_rev="r")
+    from finemed_eval.leaderboard import render
+
+    shape = render.layout({"entries": entries})
+    assert [c.label for c in shape.main] == ["C-Eval", "CMB-Exam", "MMLU"]
+    [m] = render.rows({"entries": entries})
+    assert m.average == pytest.approx((0.3 + 0.2 + 0.5) / 3)
+    assert {d.column.label: [d.label(c) for c in d.columns] for d in shape.details} == {
+        "C-Eval": ["overall", "physician"],
+        "CMB-Exam": ["overall", "acc_single", "acc_multi"],
+        "MMLU": ["overall", "anatomy", "college_biology"],
+    }
 
 
 def test_a_row_from_two_cells_of_one_seed_counts_once():
@@ -322,19 +366,19 @@ def test_a_row_from_two_cells_of_one_seed_counts_once():
 
 
 def test_reported_rows_are_never_averaged_with_measured_ones():
-    paper = lb.load_paper()
-    entries = agg(measured([0.2, 0.4], model="FineMedLM")) + lb.reported_entries(paper, {"finemed_medqa"})
+    paper = load_paper()
+    entries = agg(measured([0.2, 0.4], model="FineMedLM")) + reported_entries(paper, {"finemed_medqa"})
     mine = [e for e in entries if e["model"] == "FineMedLM" and e["task"] == "finemed_medqa"]
     by_status = {e["status"]: e for e in mine}
     assert by_status["measured"]["mean"] == pytest.approx(0.3)
     assert by_status["reported"]["mean"] == pytest.approx(0.5766) and by_status["reported"]["seeds"] == []
     assert by_status["reported"]["source"] == "FineMedLM-o1 paper, Table 1"
     assert {e["task"] for e in entries if e["status"] == "reported"} == {"finemed_medqa"}
-    assert [o["config"]["model_name"] for o in lb.open_medical_llm(entries)] == ["FineMedLM"]
+    assert [o["config"]["model_name"] for o in open_medical_llm(entries)] == ["FineMedLM"]
 
 
 def test_paper_reported_holds_tables_1_and_2_as_fractions():
-    paper = lb.load_paper()
+    paper = load_paper()
     rows = {(t["id"], r["model"]): r["values"] for t in paper["tables"] for r in t["rows"]}
     assert len(rows) == 16 and sum(len(v) for v in rows.values()) == 8 * 6 + 8 * 2
     assert rows[("table2", "FineMedLM-o1 (TTT)")] == {
@@ -343,7 +387,7 @@ def test_paper_reported_holds_tables_1_and_2_as_fractions():
     }
     assert rows[("table1", "FineMedLM-o1")]["finemed_mmlu_medical"] == pytest.approx(0.7824)
     assert all(0 < v < 1 for vals in rows.values() for v in vals.values())
-    assert len(lb.reported_entries(paper, None)) == 64
+    assert len(reported_entries(paper, None)) == 64
 
 
 # --------------------------------------------------------------------------- schema
@@ -352,7 +396,7 @@ def test_paper_reported_holds_tables_1_and_2_as_fractions():
 def board(entries=None):
     cfg = parse(seeds=[0, 1, 2], limit=5)
     cells = measured([0.2, 0.4, 0.6], model="smol ttt=off")
-    return lb.build_board(
+    return build_board(
         cfg,
         {m.name: "embedded:x" for m in cfg.models},
         {m.name: "/p" for m in cfg.models},
@@ -365,7 +409,7 @@ def board(entries=None):
 
 def test_schema_accepts_a_good_board():
     good = board()
-    lb.validate_board(good)
+    validate_board(good)
     assert good["schema_version"] == "1.0"
     assert {e["status"] for e in good["entries"]} == {"measured", "reported"}
     assert good["open_medical_llm"] == [
@@ -394,19 +438,19 @@ def test_schema_rejects_a_bad_board(breaks):
     bad = board()
     breaks(bad)
     with pytest.raises(jsonschema.ValidationError):
-        lb.validate_board(bad)
+        validate_board(bad)
 
 
 def test_schema_is_draft_2020_12_and_versioned():
-    schema = json.loads(lb.SCHEMA_PATH.read_text())
+    schema = json.loads(SCHEMA_PATH.read_text())
     jsonschema.Draft202012Validator.check_schema(schema)
     assert schema["$schema"].endswith("2020-12/schema") and schema["$id"].endswith("1.0")
 
 
 def test_slugs_are_unique_and_file_safe():
     taken: set[str] = set()
-    assert lb.slugify("smollm2-135m ttt=off", taken) == "smollm2-135m-ttt-off"
-    assert lb.slugify("SmolLM2-135M TTT=OFF", taken) == "smollm2-135m-ttt-off-2"
+    assert slugify("smollm2-135m ttt=off", taken) == "smollm2-135m-ttt-off"
+    assert slugify("SmolLM2-135M TTT=OFF", taken) == "smollm2-135m-ttt-off-2"
 
 
 # --------------------------------------------------------------------------- real run
@@ -420,7 +464,7 @@ needs_embedded = pytest.mark.skipif(
 def task_manager():
     from lm_eval.tasks import TaskManager
 
-    lb._import_plugin()  # what run() does first: registers finemed_ttt and our task folder
+    import_plugin()  # what run() does first: registers finemed_ttt and our task folder
     # Our task folder only: lm-eval's own 14k-task index costs ~15 s to build.
     return TaskManager(include_defaults=False)
 
@@ -463,7 +507,7 @@ def test_real_run_resumes_after_a_kill_and_recomputes_a_corrupted_cell(tmp_path,
     assert len(summary.skipped) == 1 and len(summary.computed) == 1
 
     board_ = json.loads(summary.leaderboard.read_text())
-    lb.validate_board(board_)
+    validate_board(board_)
     [entry] = [e for e in board_["entries"] if e["status"] == "measured"]
     values = [s["value"] for s in entry["seeds"]]
     assert [s["seed"] for s in entry["seeds"]] == [0, 1] and entry["n"] == 4
@@ -495,6 +539,6 @@ def test_real_run_resumes_after_a_kill_and_recomputes_a_corrupted_cell(tmp_path,
         def create_from_arg_obj(cls, *args, **kwargs):
             pytest.fail("a model was loaded for a finished board")
 
-    monkeypatch.setattr(lb, "_lm_class", lambda config: NoLoad)
+    monkeypatch.setattr(lb, "lm_class", lambda config: NoLoad)
     summary = lb.run(cfg, out, task_manager=task_manager, progress=False, render_outputs=False)
     assert summary.computed == [] and len(evaluated) == 3

@@ -160,14 +160,196 @@ def test_render_only_reported_rows(board, tmp_path):
     assert "No measured results to plot." in paths["html"].read_text(encoding="utf-8")
 
 
+# --------------------------------------------------------------------------- groups (a Table 1 run)
+
+TABLE1_MAIN = ["finemed_ceval_medical", "finemed_cmb_exam", "finemed_cmexam", "finemed_mmlu_medical",
+               "finemed_medqa", "finemed_medmcqa"]
+SMOL = "smollm2-135m ttt=off"
+SMOL_TTT = "smollm2-135m ttt=full"
+
+
+def _entry(model: str, task: str, benchmark: str, mean: float, *, metric: str = "acc", parent: str | None = None,
+           status: str = "measured", ttt: str = "off") -> dict:
+    """A schema-valid entry: measured ones with two seeds (mean ± 0.01), reported ones as the paper gives them."""
+    base = {"model": model, "task": task, "benchmark": benchmark, "metric": metric, "status": status, "mean": mean,
+            "num_fewshot": 3, "limit": None, "task_version": None, "task_hash": None}
+    if status == "reported":
+        return base | {"model_args": {}, "seeds": [], "std": None, "n": None, "date": None,
+                       "lm_eval_version": None, "git_revision": None, "source": "FineMedLM-o1 paper, Table 1"}
+    return base | {"model_args": {"pretrained": "p", "ttt": ttt}, "parent": parent,
+                   "seeds": [{"seed": 0, "value": mean - 0.01}, {"seed": 1, "value": mean + 0.01}],
+                   "std": 0.0141, "n": 40, "date": "2026-11-22T03:00:00Z", "lm_eval_version": "0.4.13",
+                   "git_revision": "abc123"}
+
+
+def _table1_measured(model: str, shift: float, ttt: str) -> list[dict]:
+    """What aggregating a `tasks: [finemed_table1]` run gives: the table group itself has no score
+    (no aggregate_metric_list), C-Eval and MMLU are groups with one, CMB and CMExam add per-kind accuracy."""
+    def m(task, benchmark, mean, **kw):
+        return _entry(model, task, benchmark, round(mean + shift, 4), ttt=ttt, **kw)
+
+    t1, ceval, mmlu = "finemed_table1", "finemed_ceval_medical", "finemed_mmlu_medical"
+    return [
+        m(ceval, "C-Eval", 0.30, parent=t1),
+        m("finemed_ceval_clinical_medicine", "clinical_medicine", 0.25, parent=ceval),
+        m("finemed_ceval_physician", "physician", 0.35, parent=ceval),
+        m("finemed_cmb_exam", "CMB-Exam", 0.20, parent=t1),
+        m("finemed_cmb_exam", "CMB-Exam", 0.24, metric="acc_single", parent=t1),
+        m("finemed_cmb_exam", "CMB-Exam", 0.05, metric="acc_multi", parent=t1),
+        # acc is the main metric even when another metric of the task comes first
+        m("finemed_cmexam", "CMExam", 0.26, metric="acc_single", parent=t1),
+        m("finemed_cmexam", "CMExam", 0.22, parent=t1),
+        m("finemed_cmexam", "CMExam", 0.04, metric="acc_multi", parent=t1),
+        # a subtask listed before its group: the group still stands for it
+        m("finemed_mmlu_anatomy", "anatomy", 0.40, parent=mmlu),
+        m(mmlu, "MMLU", 0.42, parent=t1),
+        m("finemed_mmlu_clinical_knowledge", "clinical_knowledge", 0.44, parent=mmlu),
+        m("finemed_medqa", "MedQA", 0.28, parent=t1),
+        m("finemed_medmcqa", "MedMCQA", 0.32, parent=t1),
+    ]
+
+
+def table1_board() -> dict:
+    paper = {"finemed_ceval_medical": ("C-Eval", 0.5), "finemed_cmb_exam": ("CMB-Exam", 0.6),
+             "finemed_cmexam": ("CMExam", 0.55), "finemed_mmlu_medical": ("MMLU", 0.78),
+             "finemed_medqa": ("MedQA", 0.58), "finemed_medmcqa": ("MedMCQA", 0.52)}
+    entries = _table1_measured(SMOL, 0.0, "off") + _table1_measured(SMOL_TTT, 0.02, "full")
+    entries += [_entry(PAPER, t, b, v, status="reported") for t, (b, v) in paper.items()]
+    return _board_with(entries, tasks=["finemed_table1"], seeds=[0, 1])
+
+
+def test_table1_board_matches_runner_schema():
+    import jsonschema
+
+    schema = json.loads(Path(R.__file__).with_name("schema.json").read_text())
+    jsonschema.Draft202012Validator(schema).validate(table1_board())
+
+
+def test_group_layout_one_main_column_per_paper_benchmark():
+    shape = R.layout(table1_board())
+    assert [c.key for c in shape.main] == TABLE1_MAIN
+    assert [c.label for c in shape.main] == ["C-Eval", "CMB-Exam", "CMExam", "MMLU", "MedQA", "MedMCQA"]
+    details = {d.column.task: [(c.key, d.label(c)) for c in d.columns] for d in shape.details}
+    assert details == {
+        "finemed_ceval_medical": [("finemed_ceval_medical", "overall"),
+                                  ("finemed_ceval_clinical_medicine", "clinical_medicine"),
+                                  ("finemed_ceval_physician", "physician")],
+        "finemed_cmb_exam": [("finemed_cmb_exam", "overall"), ("finemed_cmb_exam:acc_single", "acc_single"),
+                             ("finemed_cmb_exam:acc_multi", "acc_multi")],
+        "finemed_cmexam": [("finemed_cmexam", "overall"), ("finemed_cmexam:acc_single", "acc_single"),
+                           ("finemed_cmexam:acc_multi", "acc_multi")],
+        "finemed_mmlu_medical": [("finemed_mmlu_medical", "overall"), ("finemed_mmlu_anatomy", "anatomy"),
+                                 ("finemed_mmlu_clinical_knowledge", "clinical_knowledge")],
+    }
+
+
+def test_group_average_is_over_the_six_benchmarks_only():
+    b = table1_board()
+    rows = {(r.model, r.status): r for r in R.rows(b)}
+    smol = rows[(SMOL, "measured")]
+    assert sorted(smol.cells) == sorted(TABLE1_MAIN)
+    assert smol.average == pytest.approx((0.30 + 0.20 + 0.22 + 0.42 + 0.28 + 0.32) / 6)
+    assert rows[(PAPER, "reported")].average == pytest.approx((0.5 + 0.6 + 0.55 + 0.78 + 0.58 + 0.52) / 6)
+    assert R.coverage(list(rows.values())) == {"measured": 6, "reported": 6}
+
+
+def test_group_markdown_main_table_and_details():
+    md = R.markdown_table(table1_board())
+    lines = md.splitlines()
+    assert lines[:5] == [
+        "| Model | Average | C-Eval | CMB-Exam | CMExam | MMLU | MedQA | MedMCQA |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| smollm2-135m ttt=off | 29.00 | 30.00 ± 1.41 | 20.00 ± 1.41 | 22.00 ± 1.41 | 42.00 ± 1.41 | 28.00 ± 1.41 | 32.00 ± 1.41 |",
+        "| smollm2-135m ttt=full | 31.00 | 32.00 ± 1.41 | 22.00 ± 1.41 | 24.00 ± 1.41 | 44.00 ± 1.41 | 30.00 ± 1.41 | 34.00 ± 1.41 |",
+        "| *FineMedLM-o1 (TTT)* (paper) | *58.83* | *50.00* | *60.00* | *55.00* | *78.00* | *58.00* | *52.00* |",
+    ]
+    mmlu = lines.index("### Details: MMLU")
+    assert lines[mmlu + 2: mmlu + 6] == [
+        "| Model | overall | anatomy | clinical_knowledge |",
+        "|---|---:|---:|---:|",
+        "| smollm2-135m ttt=off | 42.00 ± 1.41 | 40.00 ± 1.41 | 44.00 ± 1.41 |",
+        "| smollm2-135m ttt=full | 44.00 ± 1.41 | 42.00 ± 1.41 | 46.00 ± 1.41 |",
+    ]
+    cmb = lines.index("### Details: CMB-Exam")
+    assert lines[cmb + 2] == "| Model | overall | acc_single | acc_multi |"
+    assert [line for line in lines if line.startswith("### Details")] == [
+        "### Details: C-Eval", "### Details: CMB-Exam", "### Details: CMExam", "### Details: MMLU"]
+    # paper rows have no subtask numbers, so they appear in the main table only
+    assert md.count("(paper)") == 1
+    assert "- subtasks and secondary metrics (e.g. acc_single / acc_multi) are under Details and not in the Average" in lines
+
+
+def test_group_html_main_and_details_tables():
+    page = R.html_page(table1_board(), {})
+    main = _parsed(page)
+    assert main.keys == ["model", "average", *TABLE1_MAIN]
+    smol = {(r["model"], r["status"]): r["cells"] for r in main.rows}[(SMOL, "measured")]
+    assert float(smol["average"][0]) == pytest.approx(0.29) and smol["average"][1] == "29.00"
+    assert smol["finemed_mmlu_medical"] == ("0.42", "42.00 ± 1.41")
+    details = _parsed(page, "details-finemed_mmlu_medical")
+    assert details.keys == ["model", "finemed_mmlu_medical", "finemed_mmlu_anatomy", "finemed_mmlu_clinical_knowledge"]
+    assert list(details.labels.values()) == ["Model", "overall", "anatomy", "clinical_knowledge"]
+    assert [r["model"] for r in details.rows] == [SMOL, SMOL_TTT]
+    assert details.rows[0]["cells"]["finemed_mmlu_anatomy"] == ("0.4", "40.00 ± 1.41")
+    cmexam = _parsed(page, "details-finemed_cmexam")
+    assert cmexam.keys == ["model", "finemed_cmexam", "finemed_cmexam:acc_single", "finemed_cmexam:acc_multi"]
+    assert page.index('id="leaderboard"') < page.index("<h2>Details</h2>") < page.index('id="details-finemed_ceval_medical"')
+
+
+def test_group_ttt_gain_and_footnote_use_main_columns(tmp_path):
+    b = table1_board()
+    assert R.ttt_pairs(b) == [(SMOL, SMOL_TTT)]
+    gains = R.ttt_gains(b, SMOL, SMOL_TTT)
+    assert list(gains) == ["C-Eval", "CMB-Exam", "CMExam", "MMLU", "MedQA", "MedMCQA"]
+    assert gains["MMLU"][0] == pytest.approx(2.0)
+    src = tmp_path / "leaderboard.json"
+    src.write_text(json.dumps(b), encoding="utf-8")
+    assert set(R.render(src)) == {"html", "markdown", R.ACCURACY_PLOT, R.TTT_PLOT}
+
+
+def test_subtask_without_parent_still_goes_to_its_groups_details():
+    # a model that ran finemed_mmlu_anatomy on its own has no parent on that entry; the board knows better
+    b = table1_board()
+    b["entries"].append(_entry(EVIL, "finemed_mmlu_anatomy", "anatomy", 0.5))
+    assert [c.key for c in R.columns(b)] == TABLE1_MAIN
+    evil = next(r for r in R.rows(b) if r.model == EVIL)
+    assert evil.cells == {} and evil.average is None
+    mmlu = next(d for d in R.layout(b).details if d.column.task == "finemed_mmlu_medical")
+    assert [r.model for r in R.detail_rows(b, mmlu)] == [SMOL, SMOL_TTT, EVIL]
+
+
+def test_a_scored_group_above_stands_for_everything_below_it():
+    b = table1_board()
+    b["entries"].insert(0, _entry(SMOL, "finemed_table1", "Table 1", 0.3))
+    shape = R.layout(b)
+    assert [c.key for c in shape.main] == ["finemed_table1"]
+    [d] = shape.details
+    assert {c.task for c in d.columns} >= {"finemed_mmlu_medical", "finemed_mmlu_anatomy", "finemed_cmexam"}
+
+
+def test_first_metric_is_main_when_a_task_has_no_acc(board):
+    for e in board["entries"]:
+        if e["benchmark"] == "MedMCQA":
+            e["metric"] = "exact_match,strict-match"
+    flexible = copy.deepcopy(next(e for e in board["entries"] if e["benchmark"] == "MedMCQA"))
+    board["entries"].append(flexible | {"metric": "exact_match,flexible-extract"})
+    assert [c.key for c in R.columns(board)] == [
+        "finemed_medqa", "finemed_medmcqa:exact_match,strict-match", "finemed_pubmedqa", "finemed_mmlu_pro_biology"]
+    [d] = R.layout(board).details
+    assert [d.label(c) for c in d.columns] == ["overall (exact_match,strict-match)", "exact_match,flexible-extract"]
+
+
 # --------------------------------------------------------------------------- real browser
 
 
 class _TableParser(HTMLParser):
-    """Rows of <table id="leaderboard">: model, status, class and {column key: (data-value, text)}."""
+    """Rows of one <table id=...>: model, status, class and {column key: (data-value, text)}."""
 
-    def __init__(self):
+    def __init__(self, table_id: str = "leaderboard"):
         super().__init__()
+        self.table_id = table_id
+        self.labels: dict[str, str] = {}
+        self._th: str | None = None
         self.keys: list[str] = []
         self.sorted: dict[str, str] = {}
         self.rows: list[dict] = []
@@ -177,9 +359,11 @@ class _TableParser(HTMLParser):
     def handle_starttag(self, tag, attrs):
         a = dict(attrs)
         if tag == "table":
-            self._in_table = a.get("id") == "leaderboard"
+            self._in_table = a.get("id") == self.table_id
         elif self._in_table and tag == "th":
             self.keys.append(a["data-key"])
+            self._th = a["data-key"]
+            self.labels[self._th] = ""
             if a.get("aria-sort"):
                 self.sorted[a["data-key"]] = a["aria-sort"]
         elif self._in_table and tag == "tr" and "data-model" in a:
@@ -190,26 +374,32 @@ class _TableParser(HTMLParser):
     def handle_data(self, data):
         if self._in_cell:
             self._cell[1] += data
+        elif self._th is not None:
+            self.labels[self._th] += data
 
     def handle_endtag(self, tag):
         if tag == "table":
             self._in_table = False
+        elif tag == "th":
+            self._th = None
         elif tag == "td" and self._in_cell:
             row = self.rows[-1]
             row["cells"][self.keys[len(row["cells"])]] = (self._cell[0], " ".join(self._cell[1].split()))
             self._in_cell = False
 
 
-def _parse_table(page: str) -> list[dict]:
-    p = _TableParser()
+def _parse_table(page: str, table_id: str = "leaderboard") -> list[dict]:
+    return _parsed(page, table_id).rows
+
+
+def _parsed(page: str, table_id: str = "leaderboard") -> _TableParser:
+    p = _TableParser(table_id)
     p.feed(page)
-    return p.rows
+    return p
 
 
 def _parse_sorted(page: str) -> dict[str, str]:
-    p = _TableParser()
-    p.feed(page)
-    return p.sorted
+    return _parsed(page).sorted
 
 
 def _chromium(tmp: Path, *args: str) -> subprocess.CompletedProcess:
@@ -293,3 +483,19 @@ def test_browser_screenshot_is_not_blank(rendered, tmp_path):
     rgb = img[..., :3].reshape(-1, 3)
     assert rgb.std(axis=0).max() > 0.05  # not a single flat colour
     assert len(np.unique((rgb * 255).astype(np.uint8), axis=0)) > 100  # text, table shading and chart colours
+
+
+@needs_chromium
+def test_browser_group_page_has_main_and_details_tables(tmp_path):
+    src = tmp_path / "leaderboard.json"
+    src.write_text(json.dumps(table1_board()), encoding="utf-8")
+    page = R.render(src)["html"]
+    dom = _chromium(tmp_path, "--dump-dom", page.as_uri() + "#sort=average:desc").stdout
+    main = _parsed(dom)
+    assert main.keys == ["model", "average", *TABLE1_MAIN]
+    assert [r["model"] for r in main.rows] == [PAPER, SMOL_TTT, SMOL]  # sorted by the six-benchmark average
+    for task in ("finemed_ceval_medical", "finemed_cmb_exam", "finemed_cmexam", "finemed_mmlu_medical"):
+        assert [r["model"] for r in _parse_table(dom, f"details-{task}")] == [SMOL, SMOL_TTT]
+    shot = tmp_path / "shot.png"
+    _chromium(tmp_path, f"--screenshot={shot}", "--window-size=1280,1600", "--hide-scrollbars", page.as_uri())
+    assert shot.is_file() and shot.stat().st_size > 20_000

@@ -35,6 +35,10 @@ class ModelSpec:
     model: str  # as written: zoo name, hub id or local path
     args: dict[str, Scalar] = field(default_factory=dict)  # extra model_args for the lm-eval model
 
+    def model_args(self, pretrained: str) -> dict[str, Scalar]:
+        """What the lm-eval model is created with: the resolved weights plus the config's args."""
+        return {"pretrained": pretrained, **self.args}
+
 
 @dataclass(frozen=True)
 class RunConfig:

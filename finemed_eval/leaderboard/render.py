@@ -4,6 +4,10 @@ The input has already been validated against the runner's JSON Schema, so this m
 Everything except `render()` and the two plot writers is pure (board dict in, string out) so the
 table logic can be tested without touching the file system or a browser.
 
+The main table has one column per benchmark (see `layout`): a group with its own score stands for
+its subtasks, which are shown, with secondary metrics such as acc_single / acc_multi, in a Details
+table per benchmark and never enter the Average.
+
     python -m finemed_eval.leaderboard.render path/to/leaderboard.json [--out-dir DIR]
 """
 
@@ -15,6 +19,7 @@ import html
 import json
 import math
 import re
+import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +34,7 @@ MISSING = "—"
 @dataclass(frozen=True)
 class Column:
     key: str  # stable id used by data-key / #sort=<key>; the task name, plus ":metric" if not acc
+    task: str
     benchmark: str
     metric: str
 
@@ -36,6 +42,28 @@ class Column:
     def label(self) -> str:
         # acc is the default metric, so only other metrics are spelled out in the header
         return self.benchmark if self.metric == "acc" else f"{self.benchmark} ({self.metric})"
+
+
+@dataclass(frozen=True)
+class Details:
+    """What one main-table column stands for: its own other metrics and everything measured under it."""
+
+    column: Column  # the main-table column
+    columns: tuple[Column, ...]  # the rest, in order of first appearance
+
+    def label(self, c: Column) -> str:
+        # inside "MMLU" details, the group's own numbers need no benchmark name
+        if c.task != self.column.task:
+            return c.label
+        if c == self.column:
+            return "overall" if c.metric == "acc" else f"overall ({c.metric})"
+        return c.metric
+
+
+@dataclass(frozen=True)
+class Layout:
+    main: tuple[Column, ...]  # one per benchmark: what the Average is over
+    details: tuple[Details, ...]  # only for main columns that have something to break down
 
 
 @dataclass
@@ -53,27 +81,74 @@ class Row:
         return sum(means) / len(means) if means else None
 
 
-def columns(board: dict) -> list[Column]:
-    """One column per (benchmark, metric), in order of first appearance."""
-    seen: dict[tuple[str, str], Column] = {}
-    for e in board.get("entries", []):
-        ident = (e["benchmark"], e["metric"])
-        if ident not in seen:
+def layout(board: dict) -> Layout:
+    """Split the board's (task, metric) pairs into main-table columns and per-benchmark details.
+
+    A task is a main column if no group above it (via `parent`) has a value on the board: a group
+    with its own score (MMLU) stands for its subtasks, a group without one (finemed_table1) is
+    replaced by its members. Per task, the main column is `acc`, else the task's first metric;
+    everything else under it (acc_single/acc_multi, subtasks) goes to that column's details.
+    """
+    entries = board.get("entries", [])
+    every: dict[tuple[str, str], Column] = {}
+    parent_of: dict[str, str] = {}
+    for e in entries:
+        ident = (e["task"], e["metric"])
+        if ident not in every:
             key = e["task"] if e["metric"] == "acc" else f"{e['task']}:{e['metric']}"
-            seen[ident] = Column(key, e["benchmark"], e["metric"])
-    return list(seen.values())
+            every[ident] = Column(key, e["task"], e["benchmark"], e["metric"])
+        if e.get("parent"):  # reported rows have none; any measured row of the task tells
+            parent_of.setdefault(e["task"], e["parent"])
+    scored = {task for task, _ in every}
+    first_metric: dict[str, str] = {}
+    for task, metric in every:
+        first_metric.setdefault(task, metric)
+    main_metric = {t: "acc" if (t, "acc") in every else m for t, m in first_metric.items()}
+
+    def top(task: str) -> str:
+        # the highest scored group above task; the walk stops at a repeat in case of a bad cycle
+        found, seen, p = task, {task}, parent_of.get(task)
+        while p is not None and p not in seen:
+            seen.add(p)
+            if p in scored:
+                found = p
+            p = parent_of.get(p)
+        return found
+
+    main = tuple(c for c in every.values() if top(c.task) == c.task and c.metric == main_metric[c.task])
+    details = []
+    for m in main:
+        rest = tuple(c for c in every.values() if c != m and top(c.task) == m.task)
+        if rest:
+            details.append(Details(m, (m, *rest)))
+    return Layout(main, tuple(details))
 
 
-def rows(board: dict) -> list[Row]:
-    """One row per (model, status): measured rows first, then reported, each in input order."""
-    cols = {(c.benchmark, c.metric): c for c in columns(board)}
+def columns(board: dict) -> list[Column]:
+    """The main table's columns: one per benchmark, in order of first appearance."""
+    return list(layout(board).main)
+
+
+def rows(board: dict, cols: list[Column] | tuple[Column, ...] | None = None) -> list[Row]:
+    """One row per (model, status) with its entries for `cols` (default: the main table's columns).
+
+    Measured rows first, then reported, each in input order.
+    """
+    by_ident = {(c.task, c.metric): c for c in (columns(board) if cols is None else cols)}
     by_key: dict[tuple[str, str], Row] = {}
     for e in board.get("entries", []):
         row = by_key.setdefault((e["model"], e["status"]), Row(e["model"], e["status"]))
-        row.cells[cols[(e["benchmark"], e["metric"])].key] = e
+        col = by_ident.get((e["task"], e["metric"]))
+        if col is not None:
+            row.cells[col.key] = e
         if e.get("source") and e["source"] not in row.sources:
             row.sources.append(e["source"])
     return sorted(by_key.values(), key=lambda r: r.status != "measured")  # stable sort
+
+
+def detail_rows(board: dict, d: Details) -> list[Row]:
+    """Rows with something beyond the main column's value (paper rows usually have nothing)."""
+    return [r for r in rows(board, d.columns) if set(r.cells) - {d.column.key}]
 
 
 def pct(x: float) -> str:
@@ -110,8 +185,11 @@ def run_details(board: dict) -> list[str]:
     """Footnote lines: what one number means and where it came from."""
     cfg = board.get("config", {})
     measured = [e for e in board.get("entries", []) if e["status"] == "measured"]
+    shape = layout(board)
+    main = {(c.task, c.metric) for c in shape.main}
     lines = []
-    ns = sorted({e["n"] for e in measured if e.get("n") is not None})
+    # n of the benchmarks in the main table; a subtask's n is part of its group's
+    ns = sorted({e["n"] for e in measured if e.get("n") is not None and (e["task"], e["metric"]) in main})
     if ns:
         n = str(ns[0]) if len(ns) == 1 else f"{ns[0]}–{ns[-1]} (varies by benchmark)"
         lines.append(f"n = {n} examples per seed")
@@ -132,6 +210,8 @@ def run_details(board: dict) -> list[str]:
     lines.append(f"generated: {board.get('generated_at', '?')}")
     lines.append("values are percentages; (k/N) marks an average over only k of the N benchmarks that rows of its kind (measured / paper) have")
     lines.append("paper rows are copied from the publication, not re-measured, and are never averaged with measured rows")
+    if shape.details:
+        lines.append("subtasks and secondary metrics (e.g. acc_single / acc_multi) are under Details and not in the Average")
     return lines
 
 
@@ -162,22 +242,17 @@ def pair_label(board: dict, off: str, on: str) -> str:
 
 def ttt_gains(board: dict, off: str, on: str) -> dict[str, tuple[float, float | None]]:
     """Benchmark -> (gain, std) in percentage points; std over seed-paired differences when >= 2 seeds match."""
-    measured = {(e["model"], e["benchmark"], e["metric"]): e for e in board["entries"] if e["status"] == "measured"}
+    measured = {(e["model"], e["task"], e["metric"]): e for e in board["entries"] if e["status"] == "measured"}
     gains = {}
     for c in columns(board):
-        a, b = measured.get((off, c.benchmark, c.metric)), measured.get((on, c.benchmark, c.metric))
+        a, b = measured.get((off, c.task, c.metric)), measured.get((on, c.task, c.metric))
         if a is None or b is None:
             continue
         sa, sb = {s["seed"]: s["value"] for s in a.get("seeds", [])}, {s["seed"]: s["value"] for s in b.get("seeds", [])}
         diffs = [100 * (sb[s] - sa[s]) for s in sa.keys() & sb.keys()]
-        std = _sample_std(diffs) if len(diffs) >= 2 else None
+        std = statistics.stdev(diffs) if len(diffs) >= 2 else None
         gains[c.label] = (100 * (b["mean"] - a["mean"]), std)
     return gains
-
-
-def _sample_std(xs: list[float]) -> float:
-    m = sum(xs) / len(xs)
-    return math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1))
 
 
 # --------------------------------------------------------------------------- markdown
@@ -189,24 +264,33 @@ def _md(text: str) -> str:
 
 
 def markdown_table(board: dict) -> str:
+    """The main table and its footnotes, then one Details table per benchmark that has any."""
     cols, rs = columns(board), rows(board)
     full = coverage(rs)
     lines = [
         # Average right after Model: with many benchmarks it is the column people look for first
-        "| Model | Average | " + " | ".join(_md(c.label) for c in cols) + " |",
-        "|---|" + "---:|" * (len(cols) + 1),
+        _md_header(["Average", *(c.label for c in cols)]),
+        *(_md_row(r, [average_text(r, full[r.status])] + [cell_text(r.cells.get(c.key)) for c in cols]) for r in rs),
+        "",
+        *(f"- {_md(line)}" for line in run_details(board)),
     ]
-    for r in rs:
-        cells = [average_text(r, full[r.status])] + [cell_text(r.cells.get(c.key)) for c in cols]
-        if r.status == "reported":  # italic + tag, so paper numbers never pass for measured ones
-            cells = [f"*{t}*" if t != MISSING else t for t in cells]
-            name = f"*{_md(r.model)}* (paper)"
-        else:
-            name = _md(r.model)
-        lines.append("| " + " | ".join([name, *cells]) + " |")
-    lines.append("")
-    lines += [f"- {_md(line)}" for line in run_details(board)]
+    for d in layout(board).details:
+        lines += ["", f"### Details: {_md(d.column.label)}", "", _md_header([d.label(c) for c in d.columns])]
+        lines += [_md_row(r, [cell_text(r.cells.get(c.key)) for c in d.columns]) for r in detail_rows(board, d)]
     return "\n".join(lines) + "\n"
+
+
+def _md_header(labels: list[str]) -> str:
+    return "| Model | " + " | ".join(_md(label) for label in labels) + " |\n|---|" + "---:|" * len(labels)
+
+
+def _md_row(r: Row, texts: list[str]) -> str:
+    if r.status == "reported":  # italic + tag, so paper numbers never pass for measured ones
+        texts = [f"*{t}*" if t != MISSING else t for t in texts]
+        name = f"*{_md(r.model)}* (paper)"
+    else:
+        name = _md(r.model)
+    return "| " + " | ".join([name, *texts]) + " |"
 
 
 # --------------------------------------------------------------------------- HTML
@@ -217,6 +301,7 @@ _CSS = """
 body { margin:0; font:15px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,sans-serif; color:var(--fg); background:#fff; }
 main { max-width:1200px; margin:0 auto; padding:28px 24px 48px; }
 h1 { font-size:26px; margin:0 0 4px; } h2 { font-size:19px; margin:36px 0 10px; border-bottom:1px solid var(--line); padding-bottom:4px; }
+h3 { font-size:16px; margin:22px 0 8px; }
 .meta, .note, footer { color:var(--muted); font-size:13px; }
 .scroll { overflow-x:auto; }
 table { border-collapse:collapse; width:100%; font-variant-numeric:tabular-nums; }
@@ -236,6 +321,7 @@ td.avg { font-weight:600; }
 .badge { display:inline-block; font-style:normal; font-size:11px; font-weight:600; padding:0 6px; margin-left:6px; border-radius:9px; background:#f2c94c; color:#3d2e00; vertical-align:1px; }
 figure { margin:0; } img { max-width:100%; height:auto; border:1px solid var(--line); border-radius:6px; }
 #reported th, #reported td { text-align:left; } #reported .num { text-align:right; }
+table.details { width:auto; min-width:min(100%, 640px); }  /* a few columns: keep them near their names */
 footer ul { padding-left:18px; margin:6px 0; }
 """
 
@@ -286,29 +372,64 @@ def _e(x: object) -> str:
 def _table_html(board: dict) -> str:
     cols, rs = columns(board), rows(board)
     full = coverage(rs)
-    head = ['<th data-key="model" data-type="text" scope="col">Model</th>',
-            '<th data-key="average" data-type="number" scope="col">Average</th>']
-    head += [f'<th data-key="{_e(c.key)}" data-type="number" scope="col">{_e(c.label)}</th>' for c in cols]
+    head = ['<th data-key="average" data-type="number" scope="col">Average</th>']
+    head += [_th(c, c.label) for c in cols]
     body = []
     for r in rs:
-        badge = ' <span class="badge">paper</span>' if r.status == "reported" else ""
-        title = f' title="{_e("; ".join(r.sources))}"' if r.sources else ""
         avg = r.average
-        tds = [f'<td data-value="{_e(r.model)}"{title}>{_e(r.model)}{badge}</td>',
-               # tooltip: averages of different rows may cover different benchmarks
-               f'<td class="avg" data-value="{"" if avg is None else repr(avg)}" title="{_e(_avg_tip(r, cols))}">'
-               f'{_e(average_text(r, full[r.status]))}</td>']
-        for c in cols:
-            e = r.cells.get(c.key)
-            value = "" if e is None or e.get("mean") is None else repr(float(e["mean"]))
-            cls = ' class="missing"' if not value else ""
-            tip = f' title="{_e(_seeds_tip(e))}"' if e and e.get("seeds") else ""
-            tds.append(f'<td data-value="{value}"{cls}{tip}>{_e(cell_text(e))}</td>')
-        body.append(f'<tr class="{_e(r.status)}" data-model="{_e(r.model)}" data-status="{_e(r.status)}">{"".join(tds)}</tr>')
+        tds = [
+            # tooltip: averages of different rows may cover different benchmarks
+            f'<td class="avg" data-value="{"" if avg is None else repr(avg)}" title="{_e(_avg_tip(r, cols))}">'
+            f"{_e(average_text(r, full[r.status]))}</td>"
+        ]
+        body.append(_tr(r, tds + [_value_td(r.cells.get(c.key)) for c in cols]))
+    return _table("leaderboard", head, body)
+
+
+def _details_html(board: dict) -> str:
+    """One table per main-table benchmark with subtasks or secondary metrics; '' if there are none."""
+    parts = []
+    for d in layout(board).details:
+        head = [_th(c, d.label(c)) for c in d.columns]
+        body = [_tr(r, [_value_td(r.cells.get(c.key)) for c in d.columns]) for r in detail_rows(board, d)]
+        parts.append(f"<h3>{_e(d.column.label)}</h3>\n" + _table(f"details-{d.column.key}", head, body, cls="details"))
+    if not parts:
+        return ""
     return (
-        '<div class="scroll"><table id="leaderboard">\n<thead><tr>' + "".join(head) + "</tr></thead>\n<tbody>\n"
-        + "\n".join(body) + "\n</tbody></table></div>"
+        "<h2>Details</h2>\n"
+        '<p class="note">Subtasks and secondary metrics (such as accuracy on single- and multi-answer questions) '
+        "of the benchmarks above; they are not part of the Average.</p>\n" + "\n".join(parts)
     )
+
+
+def _table(table_id: str, head: list[str], body: list[str], cls: str = "") -> str:
+    model_th = '<th data-key="model" data-type="text" scope="col">Model</th>'
+    cls_attr = f' class="{_e(cls)}"' if cls else ""
+    return (
+        f'<div class="scroll"><table id="{_e(table_id)}"{cls_attr}>\n'
+        f"<thead><tr>{model_th}{''.join(head)}</tr></thead>\n<tbody>\n" + "\n".join(body) + "\n</tbody></table></div>"
+    )
+
+
+def _th(c: Column, label: str) -> str:
+    return f'<th data-key="{_e(c.key)}" data-type="number" scope="col">{_e(label)}</th>'
+
+
+def _tr(r: Row, value_tds: list[str]) -> str:
+    badge = ' <span class="badge">paper</span>' if r.status == "reported" else ""
+    title = f' title="{_e("; ".join(r.sources))}"' if r.sources else ""
+    model_td = f'<td data-value="{_e(r.model)}"{title}>{_e(r.model)}{badge}</td>'
+    return (
+        f'<tr class="{_e(r.status)}" data-model="{_e(r.model)}" data-status="{_e(r.status)}">'
+        f'{model_td}{"".join(value_tds)}</tr>'
+    )
+
+
+def _value_td(e: dict | None) -> str:
+    value = "" if e is None or e.get("mean") is None else repr(float(e["mean"]))
+    cls = ' class="missing"' if not value else ""
+    tip = f' title="{_e(_seeds_tip(e))}"' if e and e.get("seeds") else ""
+    return f'<td data-value="{value}"{cls}{tip}>{_e(cell_text(e))}</td>'
 
 
 def _avg_tip(row: Row, cols: list[Column]) -> str:
@@ -369,6 +490,7 @@ def html_page(board: dict, plots: dict[str, str]) -> str:
 <p class="note">Accuracy in %, mean ± sample std over seeds. Click a column header to sort.
 Rows tagged <span class="badge">paper</span> are reported by the FineMedLM-o1 paper, not measured here.</p>
 {_table_html(board)}
+{_details_html(board)}
 <h2>Accuracy by benchmark</h2>
 {_figure(plots, ACCURACY_PLOT, "Grouped bar chart of accuracy per benchmark and model with seed error bars",
          "No measured results to plot.")}
@@ -429,15 +551,19 @@ def _grouped_bars(ax, groups: list[str], series: dict[str, dict[str, tuple[float
 
 
 def plot_accuracy(board: dict, path: Path) -> bool:
-    """Grouped bars benchmark x model of measured means (%), error bars = std over seeds."""
-    measured = [e for e in board.get("entries", []) if e["status"] == "measured" and e.get("mean") is not None]
-    if not measured:
-        return False
-    groups = [c.label for c in columns(board) if any(e["benchmark"] == c.benchmark and e["metric"] == c.metric for e in measured)]
+    """Grouped bars benchmark x model of measured means (%), error bars = std over seeds; main-table columns only."""
+    cols = columns(board)
     series: dict[str, dict] = {}
-    for e in measured:
-        label = Column("", e["benchmark"], e["metric"]).label
-        series.setdefault(e["model"], {})[label] = (100 * e["mean"], None if e.get("std") is None else 100 * e["std"])
+    for r in rows(board, cols):
+        if r.status != "measured":
+            continue
+        for c in cols:
+            e = r.cells.get(c.key)
+            if e is not None and e.get("mean") is not None:
+                series.setdefault(r.model, {})[c.label] = (100 * e["mean"], None if e.get("std") is None else 100 * e["std"])
+    if not series:
+        return False
+    groups = [c.label for c in cols if any(c.label in vals for vals in series.values())]
     fig, ax = _new_figure(len(groups), len(series))
     _grouped_bars(ax, groups, series, "{:.1f}")
     top = max(v + (s or 0) for vals in series.values() for v, s in vals.values())
