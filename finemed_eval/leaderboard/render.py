@@ -219,12 +219,16 @@ def run_details(board: dict) -> list[str]:
 
 
 def ttt_pairs(board: dict) -> list[tuple[str, str]]:
-    """(off_model, on_model) pairs: measured models whose model_args differ only in `ttt`."""
+    """(off_model, on_model) pairs: measured models whose model_args differ only in TTT settings
+    (`ttt` itself and what only matters with TTT on: corpus, retriever, lr, steps, ...)."""
+    from finemed_eval.ttt.options import TTTOptions
+
+    ttt_only = TTTOptions.argument_names()
     args: dict[str, dict] = {}
     for e in board.get("entries", []):
         if e["status"] == "measured":
             args.setdefault(e["model"], e.get("model_args") or {})
-    rest = {m: {k: v for k, v in a.items() if k != "ttt"} for m, a in args.items()}
+    rest = {m: {k: v for k, v in a.items() if k not in ttt_only} for m, a in args.items()}
     return [
         (off, on)
         for off, a_off in args.items() if str(a_off.get("ttt", "")).lower() == "off"
