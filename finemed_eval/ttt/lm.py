@@ -8,7 +8,6 @@ the model on it, answer ALL of that document's requests, restore the weights exa
 from __future__ import annotations
 
 import inspect
-import logging
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
@@ -18,8 +17,7 @@ from lm_eval.models.huggingface import HFLM
 from tqdm import tqdm
 
 from finemed_eval.ttt.options import TTTOptions
-
-log = logging.getLogger(__name__)
+from finemed_eval.zoo import is_embedded
 
 # Keys under which lm-eval and finemed documents carry the bare test question (the retrieval query).
 QUERY_FIELDS = ("question", "Question", "sent1", "query", "problem", "input", "text")
@@ -33,14 +31,11 @@ _FROM_PRETRAINED_KWARGS = {"attn_implementation", "low_cpu_mem_usage", "use_safe
 class FineMedTTT(HFLM):
     def __init__(self, pretrained=None, **kwargs) -> None:
         hflm_kwargs, ttt_kwargs = _split_kwargs(kwargs)
-        from finemed_eval.zoo import is_embedded
-
         embedded = pretrained is None or (isinstance(pretrained, str) and is_embedded(pretrained))
         self.ttt_options = TTTOptions.from_model_args(ttt_kwargs, embedded=embedded)
         if hflm_kwargs.get("backend", "default") not in ("default", "causal"):
             raise ValueError("finemed_ttt: model argument 'backend' must be 'hf' or 'vllm' (TTT needs a causal LM)")
         hflm_kwargs["backend"] = "causal"
-        hflm_kwargs.setdefault("device", "cpu")
         # Retrieval and adapter set-up validate their inputs before the model is loaded.
         self._retriever = self.ttt_options.build_retriever()
         resolved = _resolve_pretrained(pretrained)
