@@ -699,8 +699,6 @@ def test_hub_bad_row_names_split_and_row(hub: list[tuple], monkeypatch: pytest.M
 
 
 def test_demo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    if not (D.DEMO_DIR / "demo_test.jsonl").is_file() or not (D.DEMO_DIR / "demo_validation.jsonl").is_file():
-        pytest.skip("finemed_eval/demo/demo_{test,validation}.jsonl are not written yet")
     monkeypatch.setenv("FINEMED_DATA_DIR", str(tmp_path))  # ignored by demo
     data = load_benchmark("demo", data_dir=tmp_path)
     assert (data.eval_split, data.fewshot_split) == ("test", "validation")

@@ -17,7 +17,7 @@ from finemed_eval.ttt.retrieval import (
     load_corpus,
 )
 
-MEDMCQA = Path(__file__).resolve().parents[2] / "shared/data/medmcqa/validation.jsonl"
+MEDMCQA = Path(__file__).resolve().parents[2] / "shared/data/medmcqa/validation.jsonl"  # via the shared_data fixture
 CORPUS_ROWS = 300
 # (paraphrase, the corpus question it should retrieve)
 PARAPHRASES = [
@@ -41,9 +41,7 @@ def _write_jsonl(path: Path, rows: list[dict[str, str]]) -> Path:
 
 
 @pytest.fixture(scope="module")
-def medmcqa_rows() -> list[dict[str, str]]:
-    if not MEDMCQA.is_file():
-        pytest.skip(f"MedMCQA validation file not found at {MEDMCQA}")
+def medmcqa_rows(shared_data) -> list[dict[str, str]]:
     rows = []
     with MEDMCQA.open(encoding="utf-8") as handle:
         for line in handle:

@@ -12,6 +12,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 
+import torch
 from lm_eval.api.instance import Instance
 from lm_eval.models.huggingface import HFLM
 from tqdm import tqdm
@@ -36,6 +37,8 @@ class FineMedTTT(HFLM):
         if hflm_kwargs.get("backend", "default") not in ("default", "causal"):
             raise ValueError("finemed_ttt: model argument 'backend' must be 'hf' or 'vllm' (TTT needs a causal LM)")
         hflm_kwargs["backend"] = "causal"
+        # HFLM's own default is "cuda" even on machines without one.
+        hflm_kwargs.setdefault("device", "cuda" if torch.cuda.is_available() else "cpu")
         # Retrieval and adapter set-up validate their inputs before the model is loaded.
         self._retriever = self.ttt_options.build_retriever()
         resolved = _resolve_pretrained(pretrained)
