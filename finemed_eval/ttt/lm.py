@@ -25,6 +25,8 @@ QUERY_FIELDS = ("question", "Question", "sent1", "query", "problem", "input", "t
 # Where a document's adaptation record goes (shows up in --log_samples for finemed tasks).
 SAMPLE_KEY = "finemed_ttt"
 
+# HFLM's own arguments, read once (also keeps working when tests replace HFLM.__init__).
+_HFLM_PARAMS = frozenset(inspect.signature(HFLM.__init__).parameters) - {"self", "kwargs", "pretrained"}
 # from_pretrained keywords that are fine to pass through HFLM's **kwargs.
 _FROM_PRETRAINED_KWARGS = {"attn_implementation", "low_cpu_mem_usage", "use_safetensors", "local_files_only"}
 
@@ -163,9 +165,8 @@ def _resolve_pretrained(pretrained):
 
 def _split_kwargs(kwargs: dict) -> tuple[dict, dict]:
     """HFLM's own arguments vs ours; anything else is an error naming the argument."""
-    hflm_params = set(inspect.signature(HFLM.__init__).parameters) - {"self", "kwargs", "pretrained"}
     ttt_params = TTTOptions.argument_names()
-    unknown = sorted(set(kwargs) - hflm_params - ttt_params - _FROM_PRETRAINED_KWARGS - {"backend"})
+    unknown = sorted(set(kwargs) - _HFLM_PARAMS - ttt_params - _FROM_PRETRAINED_KWARGS - {"backend"})
     if unknown:
         raise ValueError(
             f"finemed_ttt: unknown model argument(s) {', '.join(map(repr, unknown))}. "
