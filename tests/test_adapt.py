@@ -10,15 +10,9 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from finemed_eval.embedded import embedded_model_dir
-from finemed_eval.ttt.adapt import (
-    IGNORE_INDEX,
-    AdaptConfig,
-    Adapter,
-    AdaptError,
-    build_example,
-    collate,
-    encode,
-)
+from finemed_eval.ttt.adapt import Adapter, AdaptError, collate
+from finemed_eval.ttt.options import TTTError, TTTOptions
+from finemed_eval.ttt.render import IGNORE_INDEX, Format, build_example, encode
 
 EXAMPLE = (
     "What is the first-line treatment for anaphylaxis?",
@@ -60,12 +54,12 @@ def full_model(load_model):
 
 @pytest.fixture(scope="module")
 def full(full_model, tokenizer):
-    return Adapter(full_model, tokenizer, AdaptConfig("full", lr=1e-4))
+    return make(full_model, tokenizer, "full", lr=1e-4)
 
 
 @pytest.fixture(scope="module")
 def lora(load_model, tokenizer):
-    return Adapter(load_model(), tokenizer, AdaptConfig("lora", lr=1e-3))
+    return make(load_model(), tokenizer, "lora", lr=1e-3)
 
 
 @pytest.fixture(scope="module")
@@ -92,6 +86,10 @@ def weights_hash(model: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
+def make(model, tokenizer, mode: str, max_length: int = 2048, **options) -> Adapter:
+    return Adapter(model, tokenizer, TTTOptions(ttt=mode, **options), max_length)
+
+
 def no_grads(adapter: Adapter) -> bool:
     return all(p.grad is None for p in adapter.model.parameters())
 
@@ -102,18 +100,21 @@ def no_grads(adapter: Adapter) -> bool:
 @pytest.mark.parametrize(
     ("kwargs", "field"),
     [
-        ({"mode": "full", "lr": -1e-5}, "lr"),
-        ({"mode": "full", "lr": float("nan")}, "lr"),
-        ({"mode": "full", "steps": -1}, "steps"),
-        ({"mode": "sgd"}, "mode"),
-        ({"mode": "full", "max_length": 0}, "max_length"),
-        ({"mode": "lora", "lora_r": 0}, "lora_r"),
-        ({"mode": "full", "cache_bytes": -1}, "cache_bytes"),
+        ({"ttt": "full", "lr": -1e-5}, "lr"),
+        ({"ttt": "full", "lr": float("nan")}, "lr"),
+        ({"ttt": "full", "steps": -1}, "steps"),
+        ({"ttt": "sgd"}, "ttt"),
+        ({"ttt": "lora", "lora_r": 0}, "lora_r"),
+        ({"ttt": "full", "cache": -1}, "cache"),
+        ({"ttt": "full", "ttt_format": "chatml"}, "ttt_format"),
+        ({"ttt": "full", "ttt_preset": "released"}, "ttt_preset"),
+        ({"ttt": "full", "ttt_precision": "bf16"}, "ttt_precision"),
+        ({"ttt": "full", "engine": "vllm"}, "engine"),
     ],
 )
-def test_bad_config_names_the_field(kwargs, field):
-    with pytest.raises(AdaptError, match=rf"\.{field}\b"):
-        AdaptConfig(**kwargs)
+def test_bad_options_name_the_argument(kwargs, field):
+    with pytest.raises(TTTError, match=rf"argument {field}="):
+        TTTOptions.from_model_args(kwargs, embedded=True)
 
 
 # --- labels ---------------------------------------------------------------------------------------
@@ -155,7 +156,7 @@ def test_truncation_keeps_prompt_and_cuts_response_end():
 
 def test_truncation_is_counted(full_model, tokenizer):
     prompt_len = encode(tokenizer, *EXAMPLE, max_length=2048).labels.count(IGNORE_INDEX)
-    adapter = Adapter(full_model, tokenizer, AdaptConfig("full", steps=0, max_length=prompt_len + 4))
+    adapter = make(full_model, tokenizer, "full", steps=0, max_length=prompt_len + 4)
     same_prompt = (EXAMPLE[0], "Epinephrine, given intramuscularly, without delay.")
     with adapter.adapted([EXAMPLE, same_prompt]) as stats:
         assert stats.truncated and stats.trained_tokens == 8
@@ -236,7 +237,7 @@ def test_not_reentrant(lora):
 def test_no_training_leaves_outputs_bitwise(mode, change, load_model, full_model, tokenizer, probe):
     model = load_model() if mode == "lora" else full_model  # LoRA wraps the model: use a fresh one
     original = logits(model, probe)  # before any LoRA wrapping: a fresh adapter must be a no-op
-    adapter = Adapter(model, tokenizer, AdaptConfig(mode, **change))
+    adapter = make(model, tokenizer, mode, **change)
     with adapter.adapted([EXAMPLE]) as stats:
         assert torch.equal(logits(adapter.model, probe), original)
     assert stats.trained_tokens > 0
@@ -269,14 +270,95 @@ def test_fresh_optimizer_and_cache_hit_match_training(mode, request, probe):
 
 
 def test_full_mode_entry_over_budget_is_not_cached(full_model, tokenizer, probe):
-    adapter = Adapter(full_model, tokenizer, AdaptConfig("full", lr=1e-4, cache_bytes=1024))
+    adapter = make(full_model, tokenizer, "full", lr=1e-4, cache=1)  # 1 MiB < one entry
     hits = [adapted_logits(adapter, probe, key="k", examples=(OTHER,))[1] for _ in range(2)]
     assert hits == [False, False]
 
 
 def test_cache_evicts_least_recently_used(lora, load_model, tokenizer, probe):
     entry = sum(p.numel() * p.element_size() for p in lora.model.parameters() if p.requires_grad)
-    adapter = Adapter(load_model(), tokenizer, AdaptConfig("lora", lr=1e-3, cache_bytes=entry))
+    budget_mib = -(-entry // 2**20)  # room for one entry, not two
+    assert 2 * entry > budget_mib * 2**20
+    adapter = make(load_model(), tokenizer, "lora", lr=1e-3, cache=budget_mib)
     short = (OTHER,)
     hits = [adapted_logits(adapter, probe, key=k, examples=short)[1] for k in ("a", "a", "b", "a", "a")]
     assert hits == [False, True, False, False, True]  # "b" pushed "a" out of a one-entry budget
+
+
+# --- precision ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def bf16_model(model_dir):
+    return lambda: AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.bfloat16).eval()
+
+
+def test_bf16_checkpoint_keeps_the_paper_update_and_restores_bitwise(bf16_model, tokenizer, probe):
+    model = bf16_model()
+    checkpoint = [p.detach().clone() for p in model.parameters()]
+    adapter = make(model, tokenizer, "full", lr=1e-5)  # the paper's setting: one Adam step at 1e-5
+    assert adapter.trainable_dtype == torch.float32  # answered with the weights the update lives in
+    before = logits(adapter.model, probe)
+    with adapter.adapted([EXAMPLE]) as stats:
+        inside = logits(adapter.model, probe)
+    assert stats.changed_fraction >= 0.9
+    assert not torch.equal(inside, before)
+    assert all(torch.equal(p, c.float()) for p, c in zip(model.parameters(), checkpoint, strict=True))
+    assert torch.equal(logits(adapter.model, probe), before)
+
+
+def test_bf16_update_is_mostly_lost_in_model_precision(bf16_model, tokenizer):
+    adapter = make(bf16_model(), tokenizer, "full", lr=1e-5, ttt_precision="model")
+    assert adapter.trainable_dtype == torch.bfloat16
+    with adapter.adapted([EXAMPLE]) as stats:
+        pass
+    assert stats.changed_fraction < 0.1  # what lm-eval's bf16 load used to give: most of the step rounded away
+
+
+def test_lora_adapter_trains_in_float32_on_a_bf16_base(bf16_model, tokenizer):
+    adapter = make(bf16_model(), tokenizer, "lora", lr=1e-3)
+    trainable = {p.dtype for p in adapter.model.parameters() if p.requires_grad}
+    frozen = {p.dtype for p in adapter.model.parameters() if not p.requires_grad}
+    assert trainable == {torch.float32} and frozen == {torch.bfloat16}
+    with adapter.adapted([EXAMPLE]) as stats:
+        assert stats.changed_fraction > 0.3  # B moves on the first step (A's gradient is zero while B = 0)
+
+
+# --- formats ----------------------------------------------------------------------------------------
+
+
+def test_plain_format_labels_response_and_eos_without_chat_markup(tokenizer):
+    example = encode(tokenizer, *EXAMPLE, max_length=2048, fmt=Format("plain"))
+    prompt = [t for t, lab in zip(example.input_ids, example.labels) if lab == IGNORE_INDEX]
+    labelled = [t for t, lab in zip(example.input_ids, example.labels) if lab != IGNORE_INDEX]
+    assert tokenizer.decode(prompt) == EXAMPLE[0] + "\n"
+    assert tokenizer.decode(labelled) == EXAMPLE[1] + tokenizer.eos_token
+
+
+def test_chat_format_uses_the_documents_system_message(tokenizer):
+    example = encode(tokenizer, *EXAMPLE, max_length=2048, fmt=Format("chat", system="Answer briefly."))
+    assert tokenizer.decode(example.input_ids).startswith("<|im_start|>system\nAnswer briefly.<|im_end|>\n<|im_start|>user\n")
+
+
+def test_reference_format_trains_the_whole_o1_conversation_with_pad_masked(tokenizer):
+    from finemed_eval.protocols import O1_SYSTEM_PROMPT
+
+    example = encode(tokenizer, *EXAMPLE, max_length=2048, fmt=Format("reference"))
+    text = tokenizer.decode(example.input_ids)
+    assert text.startswith("<|im_start|>system\n" + O1_SYSTEM_PROMPT) and EXAMPLE[1] in text
+    pad = tokenizer.pad_token_id  # SmolLM2: pad == eos == <|im_end|>, as in the released code
+    for token, label in zip(example.input_ids, example.labels):
+        assert label == (IGNORE_INDEX if token == pad else token)  # everything else, prompt included, is trained
+
+
+def test_reference_preset_steps_in_train_mode_ours_in_eval_mode(full_model, tokenizer):
+    modes = []
+    handle = full_model.register_forward_pre_hook(lambda module, args: modes.append(module.training))
+    try:
+        for preset in ("ours", "reference"):
+            with make(full_model, tokenizer, "full", lr=1e-4, ttt_preset=preset).adapted([EXAMPLE]):
+                pass
+    finally:
+        handle.remove()
+    assert modes == [False, True]
+    assert not full_model.training

@@ -1,26 +1,25 @@
 """Per-document adaptation for test-time training (FineMedLM-o1, arXiv:2501.09213).
 
-For each test document the model takes a few optimizer steps on the retrieved (question, response)
-examples, answers, and gets its weights back bit for bit.
+For each adaptation the model takes a few optimizer steps on the retrieved examples, answers, and
+gets its weights back bit for bit.
 
 Differences from the authors' script (``TTT/TTT.py`` in github.com/hongzhouyu/FineMed), which per
 sample deep-copies the whole ``state_dict``, pads the neighbour to ``model_max_length`` with
-pad == eos, takes one fresh-Adam step and calls ``load_state_dict``:
+pad == eos, takes one fresh-Adam step in train mode and calls ``load_state_dict``:
 
-* The trainable parameters are cloned once, at construction, and restored in place with ``copy_``
-  (full mode); in LoRA mode only the adapter's A/B tensors move and are reset in place.
+* The trainable parameters are snapshotted once, at construction, and restored in place with
+  ``copy_`` (full mode); in LoRA mode only the adapter's A/B tensors move and are reset in place.
 * Examples are padded only to the longest example of the batch, and the loss mask comes from the
-  lengths, not from ``input_ids == pad_token_id``: with pad == eos that test also hides the real
-  end-of-turn tokens, so the model never learns where to stop.
-* The training text is the chat-formatted conversation and only the response is trained on.
+  lengths (finemed_eval.ttt.render), not from ``input_ids == pad_token_id``.
+* Precision: one Adam step at lr 1e-5 moves a weight by ~1e-5, below half a bfloat16 ulp for most
+  weights, so in bf16 the update is mostly rounded away. With ``ttt_precision=float32`` (default) a
+  half-precision model is held in float32 while TTT is on: the update survives and the answers are
+  computed with it. The snapshot stays in the checkpoint's dtype (exactly representable), so it
+  costs no more than the checkpoint. The fraction of weight elements each adaptation changed is
+  measured and reported.
 
-Chat format: ``apply_chat_template`` with one user turn (question) and one assistant turn
-(response), no system message of our own. SmolLM2's template then inserts its default system
-prompt ("You are a helpful AI assistant named SmolLM, trained by Hugging Face"), exactly as it does
-at answer time, so training and inference see the same prefix. Every token after the generation
-prompt (``<|im_start|>assistant\\n``) is labelled, including ``<|im_end|>`` and the newline the
-template emits after it. Tokenizers without a chat template fall back to ``question + "\\n"`` /
-``response + eos``.
+``ttt_preset=reference`` trains in train mode (dropout as configured) on the whole rendered text,
+as the released code does; our default trains in eval mode on the response only.
 """
 
 from __future__ import annotations
@@ -28,59 +27,22 @@ from __future__ import annotations
 import time
 import warnings
 from collections import OrderedDict
-from collections.abc import Hashable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
-IGNORE_INDEX = -100  # the label value Hugging Face's causal-LM loss skips
-MODES = ("full", "lora")
+from finemed_eval.ttt.options import TTTError, TTTOptions
+from finemed_eval.ttt.render import IGNORE_INDEX, Example, Format, encode
+
+HALF = (torch.float16, torch.bfloat16)
+Encoder = Callable[[str, str], Example]  # (question, response) -> training example
 
 
-class AdaptError(ValueError):
-    """Bad adaptation config or input."""
-
-
-@dataclass(frozen=True)
-class AdaptConfig:
-    """How each document adapts the model.
-
-    ``lr`` defaults to 1e-5 because that is what the authors' released TTT code uses (one Adam step
-    at 1e-5). The sources disagree: a later script of theirs uses 1e-6, and the paper's text says TTT
-    uses "the same hyperparameters as FineMedLM-o1", whose SFT learning rate is 5e-7. We follow the
-    code that produced the reported numbers; pass ``lr`` to try the others. With a single Adam step
-    the update is about ``lr * sign(grad)`` per weight, so the value matters more than usual.
-    LoRA starts with B = 0, so one step at 1e-5 changes outputs only slightly; LoRA usually wants a
-    larger ``lr``.
-    """
-
-    mode: Literal["full", "lora"]
-    lr: float = 1e-5
-    steps: int = 1
-    max_length: int = 2048  # tokens per example; longer ones lose the end of their response
-    lora_r: int = 16
-    lora_alpha: int = 32
-    cache_bytes: int = 2 * 1024**3  # budget for cached adapted weights (LRU)
-
-    def __post_init__(self) -> None:
-        checks = {
-            "mode": self.mode in MODES,
-            "lr": self.lr >= 0,  # also rejects NaN
-            "steps": self.steps >= 0,
-            "max_length": self.max_length > 0,
-            "lora_r": self.lora_r > 0,
-            "lora_alpha": self.lora_alpha > 0,
-            "cache_bytes": self.cache_bytes >= 0,
-        }
-        for field, ok in checks.items():
-            if not ok:
-                raise AdaptError(f"AdaptConfig.{field} is invalid: {getattr(self, field)!r}")
-
-    @property
-    def trains(self) -> bool:
-        return self.steps > 0 and self.lr > 0
+class AdaptError(TTTError):
+    """The model or an adaptation cannot be set up as asked."""
 
 
 @dataclass
@@ -89,13 +51,7 @@ class AdaptStats:
     truncated: bool
     ms: float  # adaptation wall time
     cache_hit: bool
-
-
-@dataclass(frozen=True)
-class Example:
-    input_ids: list[int]
-    labels: list[int]
-    truncated: bool
+    changed_fraction: float  # of trainable weight elements that differ from the snapshot
 
 
 @dataclass(frozen=True)
@@ -107,19 +63,6 @@ class Batch:
     @property
     def trained_tokens(self) -> int:
         return int((self.labels != IGNORE_INDEX).sum())
-
-
-def build_example(prompt_ids: Sequence[int], response_ids: Sequence[int], max_length: int) -> Example:
-    """Concatenate prompt and response, label only the response, cut at ``max_length``.
-
-    Truncation keeps the start (the prompt) and drops the end of the response.
-    """
-    ids = [*prompt_ids, *response_ids]
-    labels = [IGNORE_INDEX] * len(prompt_ids) + list(response_ids)
-    if labels:
-        labels[0] = IGNORE_INDEX  # nothing precedes the first token, so it cannot be predicted
-    truncated = len(ids) > max_length
-    return Example(ids[:max_length], labels[:max_length], truncated)
 
 
 def collate(examples: Sequence[Example], pad_id: int) -> Batch:
@@ -134,28 +77,6 @@ def collate(examples: Sequence[Example], pad_id: int) -> Batch:
         labels[row, :n] = torch.tensor(e.labels, dtype=torch.long)
         mask[row, :n] = 1
     return Batch(ids, mask, labels)
-
-
-def split_chat(tokenizer: Any, question: str, response: str) -> tuple[str, str]:
-    """Return (prompt text, response text) whose concatenation is the formatted conversation."""
-    if not getattr(tokenizer, "chat_template", None):
-        return question + "\n", response + (tokenizer.eos_token or "")
-    user = {"role": "user", "content": question}
-    prompt = tokenizer.apply_chat_template([user], tokenize=False, add_generation_prompt=True)
-    full = tokenizer.apply_chat_template(
-        [user, {"role": "assistant", "content": response}], tokenize=False
-    )
-    if not full.startswith(prompt):
-        raise AdaptError("the chat template does not render the prompt as a prefix of the conversation")
-    return prompt, full[len(prompt):]
-
-
-def encode(tokenizer: Any, question: str, response: str, max_length: int) -> Example:
-    prompt, reply = split_chat(tokenizer, question, response)
-    # Tokenized apart, as at answer time: the model continues the prompt's own tokens.
-    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-    reply_ids = tokenizer(reply, add_special_tokens=False)["input_ids"]
-    return build_example(prompt_ids, reply_ids, max_length)
 
 
 class _WeightCache:
@@ -192,19 +113,30 @@ class _WeightCache:
 
 
 class Adapter:
-    """Adapts a causal LM per document and restores it exactly afterwards."""
+    """Adapts a causal LM on retrieved examples and restores it exactly afterwards."""
 
-    def __init__(self, model: Any, tokenizer: Any, config: AdaptConfig) -> None:
-        self.config = config
+    def __init__(self, model: Any, tokenizer: Any, options: TTTOptions, max_length: int) -> None:
+        if options.ttt not in ("full", "lora"):
+            raise AdaptError(f"Adapter needs ttt=full or ttt=lora, not {options.ttt!r}")
+        self.options = options
         self.tokenizer = tokenizer
-        self._model = _wrap_lora(model, config) if config.mode == "lora" else model
+        self.max_length = max_length
+        self.format = Format("reference") if options.reference else Format("chat")
+        if options.ttt == "lora":
+            self._model = _wrap_lora(model, options)
+        else:
+            self._model = model
         # parameters() yields a tied tensor once, so tied embeddings are trained and restored once.
-        self._params = [p for p in self._model.parameters() if p.requires_grad]
-        if not self._params:
+        params = [p for p in self._model.parameters() if p.requires_grad]
+        if not params:
             raise AdaptError("the model has no trainable parameters (requires_grad is False everywhere)")
-        # Full: the weights to restore. LoRA: the adapter init every document starts from.
-        self._initial = [p.detach().clone() for p in self._params]
-        self._cache = _WeightCache(config.cache_bytes)
+        # Full: the weights to restore, in the checkpoint's dtype. LoRA: the adapter init.
+        self._initial = [p.detach().clone() for p in params]
+        if options.ttt == "full" and options.ttt_precision == "float32" and any(p.dtype in HALF for p in params):
+            self._model.to(torch.float32)  # the answers use the float32 weights the update lives in
+        self._params = [p for p in self._model.parameters() if p.requires_grad]
+        self._elements = sum(p.numel() for p in self._params)
+        self._cache = _WeightCache(options.cache_bytes)
         self._active = False
         self.truncation_count = 0
 
@@ -213,31 +145,38 @@ class Adapter:
         """The module to run inference with (the PeftModel in LoRA mode)."""
         return self._model
 
+    @property
+    def trainable_dtype(self) -> torch.dtype:
+        return self._params[0].dtype
+
+    def encode(self, question: str, response: str, fmt: Format | None = None) -> Example:
+        return encode(self.tokenizer, question, response, self.max_length, fmt or self.format)
+
     @contextmanager
     def adapted(
-        self, examples: Sequence[tuple[str, str]], cache_key: Hashable | None = None
+        self, examples: Sequence[tuple[str, str]], cache_key: Hashable | None = None, fmt: Format | None = None
     ) -> Iterator[AdaptStats]:
         """Train on ``examples`` as one batch, yield stats, and always restore the weights on exit."""
         if self._active:
-            raise AdaptError("adapted() is not re-entrant: finish the current document first")
+            raise AdaptError("adapted() is not re-entrant: finish the current adaptation first")
         self._active = True
         try:
-            yield self._adapt(examples, cache_key)
+            yield self._adapt(examples, cache_key, fmt or self.format)
         finally:
             self._restore()
             self._active = False
 
-    def _adapt(self, examples: Sequence[tuple[str, str]], cache_key: Hashable | None) -> AdaptStats:
+    def _adapt(self, examples: Sequence[tuple[str, str]], cache_key: Hashable | None, fmt: Format) -> AdaptStats:
         start = time.perf_counter()
-        encoded = [encode(self.tokenizer, q, r, self.config.max_length) for q, r in examples]
+        encoded = [self.encode(q, r, fmt) for q, r in examples]
         truncated = sum(e.truncated for e in encoded)
         self.truncation_count += truncated
         batch = collate(encoded, self._pad_id()) if encoded else None
         tokens = batch.trained_tokens if batch is not None else 0
         hit = False
-        if batch is not None and tokens > 0 and self.config.trains:
-            # The examples are part of the key so a reused key can never serve other weights.
-            key = None if cache_key is None else (cache_key, tuple(map(tuple, examples)))
+        if batch is not None and tokens > 0 and self.options.trains:
+            # The examples and the format are part of the key so a reused key never serves other weights.
+            key = None if cache_key is None else (cache_key, fmt, tuple(map(tuple, examples)))
             cached = self._cache.get(key) if key is not None else None
             hit = cached is not None
             if cached is not None:
@@ -246,18 +185,20 @@ class Adapter:
                 self._train(batch)
                 if key is not None:
                     self._cache.put(key, self._params)
+        changed = self._changed_fraction() if tokens > 0 and self.options.trains else 0.0
         ms = (time.perf_counter() - start) * 1000
-        return AdaptStats(trained_tokens=tokens, truncated=truncated > 0, ms=ms, cache_hit=hit)
+        return AdaptStats(trained_tokens=tokens, truncated=truncated > 0, ms=ms, cache_hit=hit, changed_fraction=changed)
 
     def _train(self, batch: Batch) -> None:
         device = self._model.get_input_embeddings().weight.device
         inputs = {k: v.to(device) for k, v in vars(batch).items()}
-        optimizer = _fresh_adam(self._params, self.config.lr)
+        optimizer = _fresh_adam(self._params, self.options.lr)
         was_training = self._model.training
-        self._model.eval()  # dropout off: the step is deterministic and matches inference
+        # Ours: dropout off, so the step is deterministic and matches inference. Reference: train().
+        self._model.train(self.options.reference)
         try:
             with torch.enable_grad():  # callers (lm-eval) usually run under no_grad
-                for _ in range(self.config.steps):
+                for _ in range(self.options.steps):
                     out = self._model(**inputs, use_cache=False)
                     out.loss.backward()
                     optimizer.step()
@@ -265,6 +206,11 @@ class Adapter:
         finally:
             optimizer.zero_grad(set_to_none=True)  # also when a step raised: no .grad memory lingers
             self._model.train(was_training)
+
+    @torch.no_grad()
+    def _changed_fraction(self) -> float:
+        changed = sum(int(torch.ne(p, initial).sum()) for p, initial in zip(self._params, self._initial))
+        return changed / self._elements
 
     def _restore(self) -> None:
         _copy_into(self._params, self._initial)
@@ -293,12 +239,12 @@ def _copy_into(params: Sequence[torch.Tensor], values: Sequence[torch.Tensor]) -
             param.copy_(value)
 
 
-def _wrap_lora(model: Any, config: AdaptConfig) -> torch.nn.Module:
+def _wrap_lora(model: Any, options: TTTOptions) -> torch.nn.Module:
     from peft import LoraConfig, get_peft_model
 
     lora = LoraConfig(
-        r=config.lora_r,
-        lora_alpha=config.lora_alpha,
+        r=options.lora_r,
+        lora_alpha=options.lora_alpha,
         target_modules="all-linear",  # attention and MLP projections, not lm_head
         lora_dropout=0.0,
         task_type="CAUSAL_LM",
@@ -309,4 +255,5 @@ def _wrap_lora(model: Any, config: AdaptConfig) -> torch.nn.Module:
         torch.manual_seed(0)
         # peft still calls transformers' deprecated is_gradient_checkpointing: not ours to fix.
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing", category=FutureWarning)
-        return get_peft_model(model, lora)
+        # autocast_adapter_dtype: the adapter trains in float32 on a half-precision base.
+        return get_peft_model(model, lora, autocast_adapter_dtype=True)

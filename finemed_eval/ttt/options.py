@@ -1,30 +1,47 @@
-"""The TTT model arguments of `finemed_ttt`, validated before anything is loaded."""
+"""Every TTT setting of `finemed_ttt`, in one validated type (defaults, checks and errors live here)."""
 
 from __future__ import annotations
 
+import difflib
+import math
 from dataclasses import dataclass, fields, replace
 
 MODES = ("off", "full", "lora")
-BACKENDS = ("hf", "vllm")
-ONLINE_CORPUS = "hongzhouyu/FineMed-SFT"
+PRESETS = ("ours", "reference")  # reference = the released TTT/TTT.py semantics, for side-by-side runs
+FORMATS = ("auto", "chat", "plain")
+PRECISIONS = ("float32", "model")
+ENGINES = ("hf", "vllm")
+INDEXES = ("flat", "hnsw")
+ONLINE_CORPUS = "finemed-sft-o1"  # the paper's long-form (o1) SFT data; presets in finemed_eval.ttt.corpus
 OFFLINE_CORPUS = "demo"  # the project's own long-form reasoning examples (finemed_eval/demo)
+ONLINE_RETRIEVER = "bge-large"
+OFFLINE_RETRIEVER = "minilm"
+FULL_CACHE_MIB = 2048  # `cache=true`
+
+
+class TTTError(ValueError):
+    """A bad `finemed_ttt` TTT argument; raised before any model is loaded."""
 
 
 @dataclass(frozen=True)
 class TTTOptions:
     ttt: str = "off"
-    corpus: str | None = None  # None: the paper's FineMed long-form data online, the demo corpus for the embedded model
-    corpus_question_field: str = "question"
-    corpus_response_field: str = "response"
-    retriever: str | None = None  # None: bge-large-en-v1.5 online, the embedded MiniLM for the embedded model
+    ttt_preset: str = "ours"
+    ttt_format: str = "auto"  # how the neighbour is rendered for training: like the requests, or forced
+    ttt_precision: str = "float32"  # ttt=full: weights held in float32 while TTT is on; "model" keeps the dtype
+    ttt_log: str | None = None  # JSONL of per-document TTT records
+    corpus: str | None = None  # None: finemed-sft-o1 online, demo for the embedded model
+    corpus_question_field: str | None = None  # None: the corpus preset's field
+    corpus_response_field: str | None = None
+    retriever: str | None = None  # None: bge-large online, the embedded MiniLM for the embedded model
     retrieval_index: str = "flat"
     top_k: int = 1
     lr: float = 1e-5
     steps: int = 1
     lora_r: int = 16
     lora_alpha: int = 32
-    cache: bool | int = True  # neighbour cache: True (2 GiB budget), False, or a budget in MiB
-    backend: str = "hf"
+    cache: bool | int = True  # reuse adapted weights across calls: true (2 GiB), false, or a budget in MiB
+    engine: str = "hf"  # who generates: hf, or vllm with per-document LoRA adapters (GPU)
 
     @classmethod
     def argument_names(cls) -> set[str]:
@@ -32,65 +49,64 @@ class TTTOptions:
 
     @classmethod
     def from_model_args(cls, args: dict, embedded: bool) -> TTTOptions:
+        unknown = sorted(set(args) - cls.argument_names())
+        if unknown:
+            raise TTTError(f"finemed_ttt: unknown TTT argument(s) {', '.join(map(repr, unknown))}")
         options = cls(**args)
-        if options.corpus is None:
-            options = replace(options, corpus=OFFLINE_CORPUS if embedded else ONLINE_CORPUS)
-        if options.retriever is None:
-            options = replace(options, retriever="minilm" if embedded else "bge-large")
+        options = replace(
+            options,
+            corpus=options.corpus or (OFFLINE_CORPUS if embedded else ONLINE_CORPUS),
+            retriever=options.retriever or (OFFLINE_RETRIEVER if embedded else ONLINE_RETRIEVER),
+        )
         options.validate()
         return options
 
     def validate(self) -> None:
-        def bad(field: str, why: str) -> ValueError:
-            return ValueError(f"finemed_ttt: model argument {field}={getattr(self, field)!r} {why}")
+        def bad(name: str, why: str) -> TTTError:
+            return TTTError(f"finemed_ttt: model argument {name}={getattr(self, name)!r} {why}")
 
-        if self.ttt not in MODES:
-            raise bad("ttt", f"must be one of {', '.join(MODES)}")
-        if self.backend not in BACKENDS:
-            raise bad("backend", f"must be one of {', '.join(BACKENDS)}")
-        if self.backend == "vllm" and self.ttt == "full":
-            raise bad("backend", "serves LoRA adapters only: use ttt=lora or ttt=off with backend=vllm")
-        for name in ("lr",):
-            if not isinstance(getattr(self, name), (int, float)) or getattr(self, name) < 0:
-                raise bad(name, "must be a number >= 0")
-        for name in ("steps", "top_k", "lora_r", "lora_alpha"):
+        for name, allowed in (
+            ("ttt", MODES), ("ttt_preset", PRESETS), ("ttt_format", FORMATS),
+            ("ttt_precision", PRECISIONS), ("engine", ENGINES), ("retrieval_index", INDEXES),
+        ):
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < (0 if name == "steps" else 1):
-                raise bad(name, "must be an integer >= " + ("0" if name == "steps" else "1"))
-        if isinstance(self.cache, bool):
-            return
-        if not isinstance(self.cache, int) or self.cache < 0:
+            if value not in allowed:
+                close = difflib.get_close_matches(str(value), allowed, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise bad(name, f"must be one of {', '.join(allowed)}{hint}")
+        if self.engine == "vllm" and self.ttt == "full":
+            raise bad("engine", "serves LoRA adapters only: use ttt=lora or ttt=off with engine=vllm")
+        if self.ttt_preset == "reference" and self.ttt != "full":
+            raise bad("ttt_preset", "reproduces the released full-parameter TTT: use it with ttt=full")
+        if isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) or not self.lr >= 0 or math.isinf(self.lr):
+            raise bad("lr", "must be a number >= 0")
+        for name, least in (("steps", 0), ("top_k", 1), ("lora_r", 1), ("lora_alpha", 1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise bad(name, f"must be an integer >= {least}")
+        if not isinstance(self.cache, bool) and (not isinstance(self.cache, int) or self.cache < 0):
             raise bad("cache", "must be true, false or a budget in MiB >= 0")
+        for name in ("corpus_question_field", "corpus_response_field", "ttt_log"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                raise bad(name, "must be a non-empty string")
+
+    @property
+    def trains(self) -> bool:
+        """Whether adaptation would change any weight (ttt on, steps > 0 and lr > 0)."""
+        return self.ttt != "off" and self.steps > 0 and self.lr > 0
 
     @property
     def cache_bytes(self) -> int:
         if self.cache is True:
-            return 2 * 1024**3
+            return FULL_CACHE_MIB * 1024**2
         return int(self.cache) * 1024**2
 
-    def build_retriever(self):
-        if self.ttt == "off":
-            return None
-        from finemed_eval.ttt.retrieval import Retriever, load_corpus
+    @property
+    def reference(self) -> bool:
+        return self.ttt_preset == "reference"
 
-        corpus = load_corpus(
-            self.corpus, question_field=self.corpus_question_field, response_field=self.corpus_response_field
-        )
-        return Retriever(corpus, encoder=self.retriever, index=self.retrieval_index)
-
-    def build_adapter(self, model, tokenizer, max_length: int):
-        if self.ttt == "off":
-            return None
-        from finemed_eval.ttt.adapt import AdaptConfig, Adapter
-
-        config = AdaptConfig(
-            mode=self.ttt,
-            lr=float(self.lr),
-            steps=self.steps,
-            max_length=max_length,
-            lora_r=self.lora_r,
-            lora_alpha=self.lora_alpha,
-            cache_bytes=self.cache_bytes,
-        )
-        return Adapter(model, tokenizer, config)
-
+    def adaptation_settings(self) -> dict:
+        """What, besides the neighbours, decides the adapted weights (part of every adaptation key)."""
+        keys = ("ttt", "ttt_preset", "ttt_precision", "lr", "steps", "lora_r", "lora_alpha")
+        return {k: getattr(self, k) for k in keys}
