@@ -27,7 +27,7 @@ setup(
     package_dir=package_dir,
     packages=packages,
     package_data={
-        "finemed_eval": ["demo/*", "leaderboard/*.json", "leaderboard/*.yaml"],
+        "finemed_eval": ["demo/*", "leaderboard/*.json", "leaderboard/*.yaml", "leaderboard/templates/*", "leaderboard/static/*"],
         # Task folders are read by lm-eval from disk (YAML + utils.py), not imported as packages.
         "finemed_eval.tasks": ["**/*.yaml", "**/*.py", "**/*_yaml"],
         "finemed_eval.training": ["**/*.yaml", "**/*.json"],

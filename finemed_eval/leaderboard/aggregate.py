@@ -31,6 +31,7 @@ class MeasuredCell:
     date: str
     slim: dict[str, Any]
     task_config_hash: str | None = None
+    task: str | None = None  # the configured task (or group) the cell ran
 
 
 def metric_name(key: str) -> str | None:

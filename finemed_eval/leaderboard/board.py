@@ -14,7 +14,7 @@ from finemed_eval.leaderboard.config import RunConfig
 from finemed_eval.leaderboard.task_tree import expand_task_names
 
 SCHEMA_PATH = Path(__file__).parent / "schema.json"
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "2.0"
 
 
 def utc_now() -> str:
@@ -29,7 +29,9 @@ def build_board(
     task_manager: Any,
     git_rev: str,
     versions: dict[str, str],
+    pairs: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
+    """The whole document; `pairs` is compare.compare_pairs' output (paired statistics)."""
     paper = load_paper()
     entries = aggregate(
         measured,
@@ -54,6 +56,7 @@ def build_board(
         "finemed_eval_version": versions["finemed_eval"],
         "config": resolved_config(config, canonical, pretrained),
         "entries": entries,
+        "pairs": pairs or [],
         "open_medical_llm": open_medical_llm(entries),
     }
 
@@ -67,6 +70,7 @@ def resolved_config(config: RunConfig, canonical: dict[str, str], pretrained: di
                 "model": m.model,
                 "canonical": canonical[m.name],
                 "model_args": m.model_args(pretrained[m.name]),
+                **({"baseline": m.baseline} if m.baseline is not None else {}),
             }
             for m in config.models
         ],

@@ -1,7 +1,9 @@
 """Cells: one (model, task, seed) evaluation, its key, and its file under DIR/cells/<key>.json.
 
-A cell's key hashes everything that determines its result, so a rerun skips finished cells and a
-changed config, task or library version recomputes only what it changes. A cell file carries a
+A cell's key hashes everything that determines its result, by content: the model and its args, the
+task's parsed YAML and helper code, the content of the data files it reads (FINEMED_DATA_DIR or the
+demo files), the content of a TTT corpus, the seed and protocol, library versions and the package
+code. A rerun skips finished cells; an edit recomputes exactly the cells it can change. A cell file carries a
 hash of its own content, so a truncated or edited file is detected and recomputed, never trusted.
 """
 
@@ -16,11 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from finemed_eval.leaderboard.config import ModelSpec, RunConfig
+from finemed_eval.leaderboard.evaluate import GLOBAL_SEEDS
 from finemed_eval.leaderboard.fingerprint import canonical_json, sha256_text
 
-CELL_FORMAT = 1  # bump when the cell payload changes shape; part of every key
-# Environment that changes what a task reads without changing its YAML.
-KEY_ENV = ("FINEMED_DATA_DIR",)
+CELL_FORMAT = 2  # bump when the cell payload changes shape; part of every key (2: per-document records)
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,8 @@ def cell_material(
     task_config_hash: str,
     seed: int,
     *,
+    task_data_hash: dict[str, str | None],
+    corpus_hash: str | None,
     lm_eval: str,
     finemed_eval: str,
     finemed_code: str,
@@ -60,13 +63,15 @@ def cell_material(
         "apply_chat_template": config.apply_chat_template,
         "task": task,
         "task_config_hash": task_config_hash,
+        "task_data": task_data_hash,  # benchmark -> content hash of its files (None: read from the hub)
+        "corpus": corpus_hash,  # content hash of the TTT corpus (None: TTT off or a hub dataset)
         "seed": seed,
+        "global_seeds": GLOBAL_SEEDS,
         "num_fewshot": config.num_fewshot,
         "limit": config.limit,
         "lm_eval_version": lm_eval,
         "finemed_eval_version": finemed_eval,
         "finemed_eval_code": finemed_code,
-        "env": {k: os.environ.get(k) for k in KEY_ENV},
     }
 
 
@@ -78,6 +83,8 @@ def plan_cells(
     config: RunConfig,
     canonical: dict[str, str],
     task_config_hashes: dict[str, str],
+    task_data_hashes: dict[str, dict[str, str | None]],
+    corpus_hashes: dict[str, str | None],
     *,
     lm_eval: str,
     finemed_eval: str,
@@ -95,6 +102,8 @@ def plan_cells(
                     task,
                     task_config_hashes[task],
                     seed,
+                    task_data_hash=task_data_hashes[task],
+                    corpus_hash=corpus_hashes[spec.name],
                     lm_eval=lm_eval,
                     finemed_eval=finemed_eval,
                     finemed_code=finemed_code,

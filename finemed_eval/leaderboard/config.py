@@ -7,6 +7,7 @@ problems found are reported together in one LeaderboardError, each naming its fi
 from __future__ import annotations
 
 import difflib
+import json
 import os
 import tempfile
 from collections.abc import Collection, Mapping
@@ -34,6 +35,7 @@ class ModelSpec:
     name: str  # display name on the board
     model: str  # as written: zoo name, hub id or local path
     args: dict[str, Scalar] = field(default_factory=dict)  # extra model_args for the lm-eval model
+    baseline: str | None = None  # display name of the model this one is compared with (paired statistics)
 
     def model_args(self, pretrained: str) -> dict[str, Scalar]:
         """What the lm-eval model is created with: the resolved weights plus the config's args."""
@@ -56,20 +58,7 @@ class RunConfig:
     source: str = "<config>"  # the file it came from, for error messages
 
 
-_TOP_FIELDS = {
-    "models",
-    "tasks",
-    "seeds",
-    "num_fewshot",
-    "limit",
-    "batch_size",
-    "include_reported",
-    "lm_eval_model",
-    "include_path",
-    "device",
-    "apply_chat_template",
-}
-_MODEL_FIELDS = {"name", "model", "args"}
+SCHEMA_PATH = Path(__file__).with_name("config.schema.json")
 
 
 def load_config(path: str | Path) -> RunConfig:
@@ -87,83 +76,103 @@ def load_config(path: str | Path) -> RunConfig:
 
 
 def parse_config(data: Any, *, source: str = "<config>", base_dir: Path | None = None) -> RunConfig:
-    """Type-check a config mapping; raise one LeaderboardError listing every bad field."""
-    errors: list[str] = []
-
-    def bad(field_name: str, msg: str) -> None:
-        errors.append(f"field {field_name!r} {msg}")
-
+    """Validate a config mapping against config.schema.json; raise one LeaderboardError listing every bad field."""
     if not isinstance(data, Mapping):
         raise LeaderboardError(f"{source}: the config must be a mapping with at least 'models' and 'tasks'")
-    for key in sorted(set(data) - _TOP_FIELDS, key=str):
-        bad(str(key), f"is not a known field{_suggest(str(key), _TOP_FIELDS)}; known: {', '.join(sorted(_TOP_FIELDS))}")
-
-    models = _parse_models(data.get("models"), bad)
-    tasks = _str_list(data.get("tasks"), "tasks", bad, required=True)
-    if len(set(tasks)) != len(tasks):
-        bad("tasks", "lists a task twice")
-
-    seeds_raw = data.get("seeds", list(DEFAULT_SEEDS))
-    seeds: tuple[int, ...] = ()
-    if not isinstance(seeds_raw, list) or not seeds_raw:
-        bad("seeds", f"must be a non-empty list of integers, got {seeds_raw!r}")
-    elif not all(_is_int(s) for s in seeds_raw):
-        bad("seeds", f"must contain only integers, got {seeds_raw!r}")
-    elif len(set(seeds_raw)) != len(seeds_raw):
-        bad("seeds", f"lists a seed twice: {seeds_raw!r}")
-    else:
-        seeds = tuple(seeds_raw)
-
-    num_fewshot = data.get("num_fewshot", DEFAULT_NUM_FEWSHOT)
-    if not _is_int(num_fewshot) or num_fewshot < 0:
-        bad("num_fewshot", f"must be an integer >= 0, got {num_fewshot!r}")
-
-    limit = data.get("limit")
-    if limit is not None and not ((_is_int(limit) and limit > 0) or (isinstance(limit, float) and 0.0 < limit <= 1.0)):
-        bad("limit", f"must be null, a positive integer or a fraction in (0, 1], got {limit!r}")
-
-    batch_size = data.get("batch_size", 1)
-    if not (
-        (_is_int(batch_size) and batch_size > 0) or (isinstance(batch_size, str) and batch_size.startswith("auto"))
-    ):
-        bad("batch_size", f"must be a positive integer or 'auto', got {batch_size!r}")
-
-    include_reported = data.get("include_reported", True)
-    if not (isinstance(include_reported, bool) or include_reported == "all"):
-        bad("include_reported", f"must be true, false or 'all', got {include_reported!r}")
-
-    lm_eval_model = data.get("lm_eval_model", DEFAULT_LM)
-    if not isinstance(lm_eval_model, str) or not lm_eval_model:
-        bad("lm_eval_model", f"must be an lm-eval model name, got {lm_eval_model!r}")
-
-    include_path = _str_list(data.get("include_path", []), "include_path", bad, required=False)
-    base = base_dir or Path.cwd()
-    include_path = [str((base / p).resolve()) for p in include_path]  # relative to the config file
-
-    device = data.get("device")
-    if device is not None and not isinstance(device, str):
-        bad("device", f"must be a string like 'cpu' or 'cuda:0', got {device!r}")
-
-    apply_chat_template = data.get("apply_chat_template", False)
-    if not isinstance(apply_chat_template, bool):
-        bad("apply_chat_template", f"must be true or false, got {apply_chat_template!r}")
-
+    data = dict(data)
+    if isinstance(data.get("models"), list):  # shorthand: a model entry may be just its name
+        data["models"] = [{"model": m} if isinstance(m, str) else m for m in data["models"]]
+    errors = schema_errors(data)
+    models = [] if errors else [
+        ModelSpec(name=m.get("name", m["model"]), model=m["model"], args=dict(m.get("args") or {}), baseline=m.get("baseline"))
+        for m in data["models"]
+    ]
+    names = [m.name for m in models]
+    for i, m in enumerate(models):
+        if m.name in names[:i]:
+            errors.append(f"field 'models[{i}].name' duplicates the display name {m.name!r}; give each entry its own 'name'")
+        if m.baseline is not None and (m.baseline not in names or m.baseline == m.name):
+            what = "is the entry itself" if m.baseline == m.name else f"names no model of this config{_suggest(m.baseline, names)}"
+            errors.append(f"field 'models[{i}].baseline': {m.baseline!r} {what}; models: {', '.join(names)}")
     if errors:
         raise LeaderboardError(_format(source, errors))
+    base = base_dir or Path.cwd()
     return RunConfig(
         models=tuple(models),
-        tasks=tuple(tasks),
-        seeds=seeds,
-        num_fewshot=num_fewshot,
-        limit=limit,
-        batch_size=batch_size,
-        include_reported=include_reported,
-        lm_eval_model=lm_eval_model,
-        include_path=tuple(include_path),
-        device=device,
-        apply_chat_template=apply_chat_template,
+        tasks=tuple(data["tasks"]),
+        seeds=tuple(data.get("seeds", DEFAULT_SEEDS)),
+        num_fewshot=data.get("num_fewshot", DEFAULT_NUM_FEWSHOT),
+        limit=data.get("limit"),
+        batch_size=data.get("batch_size", 1),
+        include_reported=data.get("include_reported", True),
+        lm_eval_model=data.get("lm_eval_model", DEFAULT_LM),
+        include_path=tuple(str((base / p).resolve()) for p in data.get("include_path", [])),  # relative to the file
+        device=data.get("device"),
+        apply_chat_template=data.get("apply_chat_template", False),
         source=source,
     )
+
+
+def schema_errors(data: dict[str, Any]) -> list[str]:
+    """Every violation of config.schema.json as "field 'path' must be <description>, got <value>"."""
+    import jsonschema
+
+    schema = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+    validator = jsonschema.Draft202012Validator(schema)
+    out: list[str] = []
+    for error in sorted(validator.iter_errors(data), key=lambda e: [str(p) for p in e.absolute_path]):
+        where = list(error.absolute_path)
+        if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+            known = sorted(_node(schema, where).get("properties", {}))
+            for key in sorted(set(error.instance) - set(known), key=str):
+                out.append(
+                    f"field {_path(where + [key])!r} is not a known field{_suggest(str(key), known)}; known: {', '.join(known)}"
+                )
+            continue
+        # the nearest enclosing field with a description: 'seeds' for a bad seeds[1]
+        depth = next(k for k in range(len(where), -1, -1) if k == 0 or _node(schema, where[:k]).get("description"))
+        what = _node(schema, where[:depth]).get("description") or error.message
+        value = _value(data, where[:depth])
+        if error.validator == "not":
+            out.append(f"field {_path(where[:depth])!r} is {what}")
+        else:
+            out.append(f"field {_path(where[:depth])!r} must be {what}, got {value!r}")
+    return list(dict.fromkeys(out))
+
+
+def _node(schema: dict[str, Any], where: list[Any]) -> dict[str, Any]:
+    """The subschema describing the value at `where` (follows properties, items, additionalProperties, $ref)."""
+    node = schema
+    for part in where:
+        node = _deref(schema, node)
+        if isinstance(part, int):
+            node = node.get("items", {})
+        elif part in node.get("properties", {}):
+            node = node["properties"][part]
+        else:
+            extra = node.get("additionalProperties")
+            node = extra if isinstance(extra, dict) else {}
+    return _deref(schema, node)
+
+
+def _value(data: Any, where: list[Any]) -> Any:
+    for part in where:
+        data = data[part]
+    return data
+
+
+def _deref(schema: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
+    ref = node.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#/$defs/"):
+        return schema["$defs"][ref.split("/")[-1]]
+    return node
+
+
+def _path(where: list[Any]) -> str:
+    out = ""
+    for part in where:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
 
 
 def check_names(config: RunConfig, known_tasks: Collection[str]) -> dict[str, str]:
@@ -195,63 +204,6 @@ def check_output_dir(out_dir: Path) -> None:
         os.unlink(probe)
     except OSError as e:
         raise LeaderboardError(f"output directory {out_dir} is not writable: {e.strerror or e}") from None
-
-
-def _parse_models(raw: Any, bad) -> list[ModelSpec]:
-    if not isinstance(raw, list) or not raw:
-        bad("models", f"must be a non-empty list of model entries, got {raw!r}")
-        return []
-    models: list[ModelSpec] = []
-    for i, item in enumerate(raw):
-        where = f"models[{i}]"
-        if isinstance(item, str):  # shorthand: just a model name
-            item = {"model": item}
-        if not isinstance(item, Mapping):
-            bad(where, f"must be a mapping with 'model' (and optional 'name', 'args'), got {item!r}")
-            continue
-        for key in sorted(set(item) - _MODEL_FIELDS, key=str):
-            bad(f"{where}.{key}", f"is not a known field{_suggest(str(key), _MODEL_FIELDS)}; known: name, model, args")
-        model = item.get("model")
-        if not isinstance(model, str) or not model:
-            bad(f"{where}.model", f"must be a zoo name, hub id or local path, got {model!r}")
-            continue
-        name = item.get("name", model)
-        if not isinstance(name, str) or not name:
-            bad(f"{where}.name", f"must be a non-empty string, got {name!r}")
-            continue
-        args = item.get("args") or {}
-        if not isinstance(args, Mapping):
-            bad(f"{where}.args", f"must be a mapping of model arguments, got {args!r}")
-            continue
-        ok = True
-        for key, value in args.items():
-            if not isinstance(key, str) or not (value is None or isinstance(value, (str, int, float, bool))):
-                bad(f"{where}.args.{key}", f"must be a string, number, boolean or null, got {value!r}")
-                ok = False
-        if isinstance(args.get("ttt"), bool):  # YAML 1.1 reads a bare `off` as false
-            bad(f"{where}.args.ttt", 'must be a string: write ttt: "off" (quoted), "full" or "lora"')
-            ok = False
-        if "pretrained" in args:
-            bad(f"{where}.args.pretrained", "is set from 'model'; put the model there instead")
-            ok = False
-        if any(m.name == name for m in models):
-            bad(f"{where}.name", f"duplicates the display name {name!r}; give each entry its own 'name'")
-            ok = False
-        if ok:
-            models.append(ModelSpec(name=name, model=model, args=dict(args)))
-    return models
-
-
-def _str_list(raw: Any, name: str, bad, *, required: bool) -> list[str]:
-    if not isinstance(raw, list) or (required and not raw) or not all(isinstance(x, str) and x for x in raw):
-        kind = "a non-empty list" if required else "a list"
-        bad(name, f"must be {kind} of strings, got {raw!r}")
-        return []
-    return list(raw)
-
-
-def _is_int(x: Any) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)  # YAML `true` is not a seed
 
 
 def _suggest(word: str, choices: Collection[str]) -> str:

@@ -1,15 +1,28 @@
-"""The leaderboard's side of lm-eval: plugin registration, model class, one cell's run, what of it to keep."""
+"""The leaderboard's side of lm-eval: plugin registration, model class, and one pass over all seeds of a task.
+
+`evaluate_seeds` builds one task object per seed (each with its own few-shot seed and the name
+`<task>@seed<s>`, groups renamed alike), hands all of them to ONE `lm_eval.evaluator.evaluate`
+call, and splits the output back into one results dict per seed, shaped as `simple_evaluate`
+would have returned it for that seed alone. The model therefore sees every request of every seed
+in one call (finemed_ttt adapts once per distinct neighbour set across all of them).
+"""
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
+import random
 from typing import Any
 
-from finemed_eval.leaderboard.cells import Cell
 from finemed_eval.leaderboard.config import LeaderboardError, RunConfig
+from finemed_eval.leaderboard.documents import per_document
 from finemed_eval.leaderboard.fingerprint import sha256_text
 from finemed_eval.leaderboard.task_tree import leaves
+
+SEED_MARK = "@seed"
+# Global RNGs are seeded once per pass with lm-eval's own defaults; the few-shot draw, the only
+# seed-dependent part of an evaluation, has its own RNG per task object.
+GLOBAL_SEEDS = {"random": 0, "numpy": 1234, "torch": 1234}
 
 
 def import_plugin() -> None:
@@ -45,32 +58,90 @@ def lm_class(config: RunConfig) -> Any:
         ) from None
 
 
-def evaluate_cell(lm: Any, config: RunConfig, cell: Cell, task_manager: Any) -> dict[str, Any]:
-    """One lm-eval run: one task (or group), one seed for every RNG including few-shot sampling."""
-    from lm_eval import evaluator
+def variant_name(name: str, seed: int) -> str:
+    return f"{name}{SEED_MARK}{seed}"
 
-    results = evaluator.simple_evaluate(
-        model=lm,
-        tasks=[cell.task],
-        num_fewshot=config.num_fewshot,
-        batch_size=config.batch_size,
+
+def seed_variants(task_manager: Any, task: str, seeds: list[int], num_fewshot: int | None) -> dict[str, Any]:
+    """One lm-eval TaskDict holding a renamed copy of `task` (and its groups) per seed."""
+    merged: dict[str, Any] = {"tasks": {}, "groups": {}, "group_map": {}}
+    for seed in seeds:
+        loaded = task_manager.load([task])
+        for t in loaded["tasks"].values():
+            _set_fewshot(t, num_fewshot, seed)
+            original = t.task_name
+            if not t.config.task_alias:
+                t.config.task_alias = original  # results keep the name the task is known by
+            t.config.task = variant_name(original, seed)
+            merged["tasks"][t.task_name] = t
+        for g in loaded["groups"].values():
+            g.alias = g.alias or g.name
+            g.name = variant_name(g.name, seed)
+        for g in loaded["groups"].values():  # re-key children under their new names
+            children = [g.pop(name) for name in list(g.child_names)]
+            for child in children:
+                g.add(child)
+            merged["groups"][g.name] = g
+            merged["group_map"][g.name] = g.child_names
+    return merged
+
+
+def _set_fewshot(task: Any, num_fewshot: int | None, seed: int) -> None:
+    """What simple_evaluate does per task: override num_fewshot (unless the YAML pins 0), seed the sampler."""
+    if num_fewshot is not None and task.get_config("num_fewshot") != 0:
+        task.set_config(key="num_fewshot", value=num_fewshot)
+    elif task.get_config("num_fewshot") is None:
+        task.set_config(key="num_fewshot", value=0)
+    task.set_fewshot_seed(seed=seed)
+
+
+def evaluate_seeds(lm: Any, config: RunConfig, task: str, seeds: list[int], task_manager: Any) -> dict[int, dict]:
+    """ONE lm-eval pass over every seed of `task`; returns seed -> that seed's results (with samples)."""
+    import numpy as np
+    from lm_eval import evaluator
+    from lm_eval.utils import set_torch_seed
+
+    random.seed(GLOBAL_SEEDS["random"])
+    np.random.seed(GLOBAL_SEEDS["numpy"])
+    set_torch_seed(GLOBAL_SEEDS["torch"])
+    results = evaluator.evaluate(
+        lm=lm,
+        task_dict=seed_variants(task_manager, task, seeds, config.num_fewshot),
         limit=config.limit,
-        task_manager=task_manager,
+        bootstrap_iters=0,  # per-seed stderr is not reported; the spread over seeds and paired tests are
+        log_samples=True,  # per-document records for the paired statistics, and lm-eval's task hashes
         apply_chat_template=config.apply_chat_template,
-        log_samples=True,  # only to compute lm-eval's task hash; samples are not stored
-        bootstrap_iters=0,  # per-seed stderr is not reported; the spread over seeds is
-        random_seed=cell.seed,
-        numpy_random_seed=cell.seed,
-        torch_random_seed=cell.seed,
-        fewshot_random_seed=cell.seed,
     )
     if results is None:
         raise RuntimeError("lm-eval returned no results (non-zero rank?)")
-    return results
+    return {seed: split_seed(results, seed) for seed in seeds}
+
+
+def split_seed(results: dict[str, Any], seed: int) -> dict[str, Any]:
+    """The part of a multi-seed results dict that belongs to `seed`, under the original task names."""
+    suffix = variant_name("", seed)
+
+    def own(mapping: dict[str, Any] | None) -> dict[str, Any]:
+        return {k[: -len(suffix)]: v for k, v in (mapping or {}).items() if k.endswith(suffix)}
+
+    def unmark(metrics: dict[str, Any]) -> dict[str, Any]:
+        return {
+            k: v[: -len(suffix)] if k in ("name", "alias") and isinstance(v, str) and v.endswith(suffix) else v
+            for k, v in metrics.items()
+        }
+
+    return {
+        "results": {k: unmark(v) for k, v in own(results.get("results")).items()},
+        "versions": own(results.get("versions")),
+        "n-shot": own(results.get("n-shot")),
+        "n-samples": own(results.get("n-samples")),
+        "group_subtasks": {g: [c[: -len(suffix)] for c in kids] for g, kids in own(results.get("group_subtasks")).items()},
+        "samples": own(results.get("samples")),
+    }
 
 
 def slim_results(results: dict[str, Any]) -> dict[str, Any]:
-    """Keep what aggregation and provenance need; drop samples and non-JSON task configs."""
+    """Keep what aggregation, statistics and provenance need; samples shrink to per-document records."""
     samples = results.get("samples") or {}
     leaf_hashes = {
         task: sha256_text("".join(s["doc_hash"] + s["prompt_hash"] + s["target_hash"] for s in rows))
@@ -89,4 +160,5 @@ def slim_results(results: dict[str, Any]) -> dict[str, Any]:
         "n-samples": results.get("n-samples", {}),
         "group_subtasks": groups,
         "task_hashes": task_hashes,
+        "documents": {task: per_document(rows) for task, rows in sorted(samples.items())},
     }

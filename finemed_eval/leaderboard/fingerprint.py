@@ -107,6 +107,68 @@ def _normalise_paths(value: Any, folder: Path | None, files: set[Path]) -> Any:
     return value
 
 
+def files_hash(paths: list[Path]) -> str | None:
+    """Content hash of files (directories: every file under them, by relative name); None if none exist."""
+    h = hashlib.sha256()
+    found = False
+    for path in paths:
+        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path] if path.is_file() else []
+        for f in files:
+            found = True
+            rel = f.relative_to(path).as_posix() if path.is_dir() else f.name
+            h.update(rel.encode() + b"\0" + hashlib.sha256(f.read_bytes()).digest())
+    return "sha256:" + h.hexdigest() if found else None
+
+
+def task_data_hash(task_manager: Any, name: str, data_dir: str | None) -> dict[str, str | None]:
+    """Content of the data files a finemed task (or every leaf of a group) reads: benchmark -> hash.
+
+    With FINEMED_DATA_DIR set, a benchmark reads <data_dir>/<benchmark>/; `demo` always reads the
+    package's demo files; without a data dir the hub is read, which has no local content to hash.
+    """
+    from finemed_eval.data import DEMO_DIR
+
+    out: dict[str, str | None] = {}
+    for leaf in sorted(_leaf_tasks(task_manager.task_index, name)):
+        entry = task_manager.task_index.get(leaf)
+        benchmark = ((entry.cfg or {}).get("dataset_kwargs") or {}).get("benchmark") if entry is not None else None
+        if not isinstance(benchmark, str) or benchmark in out:
+            continue
+        if benchmark == "demo":
+            out[benchmark] = files_hash([DEMO_DIR / "demo_test.jsonl", DEMO_DIR / "demo_validation.jsonl"])
+        elif data_dir:
+            out[benchmark] = files_hash([Path(data_dir).expanduser() / benchmark])
+        else:
+            out[benchmark] = None  # the hub
+    return out
+
+
+def corpus_hash(model_args: dict[str, Any]) -> str | None:
+    """Content of the TTT corpus a model reads: a local file or folder, or the demo corpus; None with TTT off.
+
+    A hub dataset id has no local content; its id is already part of the model args.
+    """
+    if str(model_args.get("ttt", "off")).lower() == "off":
+        return None
+    corpus = model_args.get("corpus")
+    if corpus is None or str(corpus) == "demo":  # the embedded default is the demo corpus
+        from finemed_eval.data import DEMO_DIR
+
+        return files_hash([DEMO_DIR / "reasoning_corpus.jsonl"])
+    path = Path(str(corpus)).expanduser()
+    return files_hash([path]) if path.exists() else None
+
+
+def _leaf_tasks(index: dict[str, Any], name: str) -> set[str]:
+    kids = members(index, name)
+    if not kids:
+        return {name}
+    out: set[str] = set()
+    for k in kids:
+        out |= _leaf_tasks(index, k)
+    return out
+
+
 def code_hash() -> str:
     """Hash of the finemed-eval code a cell runs (model, tasks, data, prompts), so edits invalidate cells.
 

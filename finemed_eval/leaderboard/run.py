@@ -1,13 +1,18 @@
 """Leaderboard runner: evaluate every (model, task, seed) cell with lm-eval, resumably, and aggregate.
 
-Flow: validate everything (config types, model and task names, output folder) -> for each model,
-load it once and evaluate its pending cells -> each finished cell is written atomically to
-DIR/cells/<key>.json -> aggregate all cells (mean and sample std over seeds) -> add the paper's
+Flow: validate everything (config, model and task names, pairs, output folder) -> for each model,
+load it once; for each of its tasks, evaluate the seeds whose cells are missing in ONE lm-eval pass
+(evaluate.evaluate_seeds) -> each finished cell is written atomically to DIR/cells/<key>.json ->
+aggregate all cells (mean and sample std over seeds; paired statistics per pair) -> add the paper's
 reported rows -> validate against schema.json -> write DIR/leaderboard.json and the Open
 Medical-LLM files -> render.
 
+With a Shard, only that shard's (model, task) passes are computed and no board is written; a run
+without a shard (or `aggregate`, which computes nothing) builds the board from all cells.
+
 The pieces live beside this file: cells.py (keys, cell files), fingerprint.py (what goes into a
-key), evaluate.py (lm-eval), aggregate.py (entries), board.py (the JSON document).
+key), evaluate.py (lm-eval), aggregate.py (entries), pairs.py + compare.py + stats.py (paired
+statistics), shard.py, board.py (the JSON document).
 """
 
 from __future__ import annotations
@@ -15,8 +20,8 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import gc
-import importlib.util
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -24,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from finemed_eval.leaderboard.aggregate import MeasuredCell
+from finemed_eval.leaderboard.aggregate import MeasuredCell, load_paper
 from finemed_eval.leaderboard.board import build_board, utc_now, validate_board, write_open_medical_llm
 from finemed_eval.leaderboard.cells import (
     Cell,
@@ -36,15 +41,20 @@ from finemed_eval.leaderboard.cells import (
     write_cell,
     write_json_atomic,
 )
-from finemed_eval.leaderboard.config import LeaderboardError, RunConfig, check_names, check_output_dir
-from finemed_eval.leaderboard.evaluate import evaluate_cell, import_plugin, lm_class, make_task_manager, slim_results
+from finemed_eval.leaderboard.compare import compare_pairs
+from finemed_eval.leaderboard.config import LeaderboardError, ModelSpec, RunConfig, check_names, check_output_dir
+from finemed_eval.leaderboard.evaluate import evaluate_seeds, import_plugin, lm_class, make_task_manager, slim_results
 from finemed_eval.leaderboard.fingerprint import (
     code_hash,
+    corpus_hash,
     finemed_eval_version,
     git_revision,
     lm_eval_version,
     task_config_hash,
+    task_data_hash,
 )
+from finemed_eval.leaderboard.pairs import check_same_documents, differing_args, find_pairs
+from finemed_eval.leaderboard.shard import Shard
 from finemed_eval.zoo import resolve_pretrained
 
 log = logging.getLogger(__name__)
@@ -53,10 +63,11 @@ log = logging.getLogger(__name__)
 @dataclass
 class RunSummary:
     out_dir: Path
-    leaderboard: Path
+    leaderboard: Path | None  # None for a shard: shards write cells only
     computed: list[str] = field(default_factory=list)  # keys evaluated in this run
     skipped: list[str] = field(default_factory=list)  # keys reused from earlier runs
     corrupted: list[str] = field(default_factory=list)  # keys whose file was bad and got recomputed
+    passes: list[tuple[str, str, list[int]]] = field(default_factory=list)  # (model, task, seeds) per lm-eval pass
     rendered: dict[str, Path] = field(default_factory=dict)
 
 
@@ -68,29 +79,54 @@ def run(
     after_cell: Callable[[Cell], None] | None = None,
     render_outputs: bool = True,
     progress: bool = True,
+    shard: Shard | None = None,
+    compute: bool = True,
 ) -> RunSummary:
-    """Evaluate all cells of `config` into out_dir (resuming), then write and render the leaderboard.
+    """Evaluate the missing cells of `config` (or of one shard) into out_dir, then write and render the board.
 
+    compute=False is `aggregate`: build the board from existing cells, fail if any is missing.
     after_cell is called after each cell is saved (tests use it to simulate a kill mid-run).
     """
     out = Path(out_dir).expanduser().resolve()
     check_output_dir(out)
     cells_dir = out / "cells"
     cells_dir.mkdir(exist_ok=True)
-    with _exclusive(out):
-        remove_stale_temp_files(cells_dir)  # left by a killed run
+    with _exclusive(out, shard):
+        if shard is None:
+            remove_stale_temp_files(cells_dir)  # left by a killed run; shards may be writing beside us
         import_plugin()
         tm = task_manager if task_manager is not None else make_task_manager(config)
         canonical = check_names(config, tm.all_tasks)
-        model_class = lm_class(config)  # before any slow step, so a bad lm_eval_model fails fast
+        pairs = find_pairs(config, canonical)
+        model_class = lm_class(config) if compute else None  # before any slow step: a bad lm_eval_model fails fast
         versions = {"lm_eval": lm_eval_version(), "finemed_eval": finemed_eval_version()}
         task_hashes = {t: task_config_hash(tm, t) for t in config.tasks}
-        plan = plan_cells(config, canonical, task_hashes, **versions, finemed_code=code_hash())
+        data_dir = os.environ.get("FINEMED_DATA_DIR") or None
+        plan = plan_cells(
+            config,
+            canonical,
+            task_hashes,
+            {t: task_data_hash(tm, t, data_dir) for t in config.tasks},
+            {m.name: corpus_hash(m.args) for m in config.models},
+            **versions,
+            finemed_code=code_hash(),
+        )
+        check_same_documents(pairs, plan)
         pretrained = _resolve_all(config)
-        summary = RunSummary(out, out / "leaderboard.json")
+        summary = RunSummary(out, None if shard is not None else out / "leaderboard.json")
         done = _load_done(plan, cells_dir, summary)
-        _evaluate_pending(config, plan, done, cells_dir, tm, model_class, pretrained, summary, after_cell, progress)
-
+        mine = plan if shard is None else _shard_cells(plan, shard)
+        if compute:
+            _evaluate_pending(config, mine, done, cells_dir, tm, model_class, pretrained, summary, after_cell, progress)
+        if shard is not None:
+            return summary
+        missing = [c for c in plan if c.key not in done]
+        if missing:
+            example = ", ".join(f"({c.model.name}, {c.task}, seed {c.seed})" for c in missing[:3])
+            raise LeaderboardError(
+                f"{len(missing)} of {len(plan)} cells are missing in {cells_dir}, e.g. {example}: "
+                "finish the shards, or run `finemed leaderboard run` without --shard to compute them"
+            )
         git_rev = git_revision()
         measured = [
             MeasuredCell(
@@ -100,19 +136,31 @@ def run(
                 done[c.key]["date"],
                 done[c.key]["results"],
                 task_hashes[c.task],
+                c.task,
             )
             for c in plan
         ]
-        board = build_board(config, canonical, pretrained, measured, tm, git_rev, versions)
+        paired = compare_pairs(
+            pairs, {p: differing_args(config, p) for p in pairs}, measured, config.tasks, load_paper()["benchmarks"]
+        )
+        board = build_board(config, canonical, pretrained, measured, tm, git_rev, versions, paired)
         try:
             validate_board(board)
         except Exception as e:  # a bug here, not bad input: keep cells, refuse to write a bad board
             raise RuntimeError(f"internal error: the leaderboard does not match schema.json: {e}") from e
         write_open_medical_llm(out, board["open_medical_llm"])
-        write_json_atomic(summary.leaderboard, board, indent=2)
+        write_json_atomic(out / "leaderboard.json", board, indent=2)
     if render_outputs:
-        summary.rendered = _render(summary.leaderboard)
+        from finemed_eval.leaderboard.render import render
+
+        summary.rendered = render(out / "leaderboard.json")
     return summary
+
+
+def _shard_cells(plan: list[Cell], shard: Shard) -> list[Cell]:
+    units = list(dict.fromkeys((c.model.name, c.task) for c in plan))
+    chosen = set(shard.select(units))
+    return [c for c in plan if (c.model.name, c.task) in chosen]
 
 
 def _load_done(plan: list[Cell], cells_dir: Path, summary: RunSummary) -> dict[str, dict[str, Any]]:
@@ -150,7 +198,7 @@ def _evaluate_pending(
     after_cell: Callable[[Cell], None] | None,
     progress: bool,
 ) -> None:
-    """Evaluate the cells not in `done`, one model load per model, saving (and adding to done) each."""
+    """Evaluate the cells not in `done`: one model load per model, one lm-eval pass per (model, task)."""
     from tqdm.auto import tqdm
 
     pending = [c for c in plan if c.key not in done]
@@ -168,37 +216,45 @@ def _evaluate_pending(
             if not mine:
                 continue  # every cell of this model is cached: never load it
             bar.set_postfix_str(f"loading {spec.name}")
-            model_args = spec.model_args(pretrained[spec.name])
-            try:
-                lm = model_class.create_from_arg_obj(
-                    model_args, {"batch_size": config.batch_size, "device": config.device}
-                )
-            except Exception as e:  # keep the cause chained, but say which entry failed
-                raise RuntimeError(f"loading model {spec.name!r} with {model_args} failed: {e}") from e
-            for cell in mine:
-                bar.set_postfix_str(f"{spec.name} | {cell.task} | seed {cell.seed}")
+            lm, model_args = _load(model_class, config, spec, pretrained)
+            for task in dict.fromkeys(c.task for c in mine):
+                cells = [c for c in mine if c.task == task]
+                seeds = [c.seed for c in cells]
+                bar.set_postfix_str(f"{spec.name} | {task} | seeds {', '.join(map(str, seeds))}")
                 started = time.monotonic()
-                results = evaluate_cell(lm, config, cell, tm)
-                payload = {
-                    "material": cell.material,
-                    "model": spec.name,
-                    "model_args": model_args,
-                    "task": cell.task,
-                    "seed": cell.seed,
-                    "date": utc_now(),
-                    "duration_s": round(time.monotonic() - started, 3),
-                    "results": slim_results(results),
-                }
-                # read back what was written, so aggregation sees exactly what a resumed run would
-                done[cell.key] = read_cell(write_cell(cells_dir, cell.key, payload), cell.key)
-                summary.computed.append(cell.key)
-                bar.update(1)
-                if after_cell is not None:
-                    after_cell(cell)
+                by_seed = evaluate_seeds(lm, config, task, seeds, tm)
+                summary.passes.append((spec.name, task, seeds))
+                duration = round(time.monotonic() - started, 3)
+                for cell in cells:
+                    payload = {
+                        "material": cell.material,
+                        "model": spec.name,
+                        "model_args": model_args,
+                        "task": cell.task,
+                        "seed": cell.seed,
+                        "date": utc_now(),
+                        "pass": {"seeds": seeds, "duration_s": duration},  # the lm-eval pass this cell came from
+                        "results": slim_results(by_seed[cell.seed]),
+                    }
+                    # read back what was written, so aggregation sees exactly what a resumed run would
+                    done[cell.key] = read_cell(write_cell(cells_dir, cell.key, payload), cell.key)
+                    summary.computed.append(cell.key)
+                    bar.update(1)
+                    if after_cell is not None:
+                        after_cell(cell)
             del lm  # free the weights before the next model loads
             gc.collect()
     finally:
         bar.close()
+
+
+def _load(model_class: Any, config: RunConfig, spec: ModelSpec, pretrained: dict[str, str]) -> tuple[Any, dict]:
+    model_args = spec.model_args(pretrained[spec.name])
+    try:
+        lm = model_class.create_from_arg_obj(model_args, {"batch_size": config.batch_size, "device": config.device})
+    except Exception as e:  # keep the cause chained, but say which entry failed
+        raise RuntimeError(f"loading model {spec.name!r} with {model_args} failed: {e}") from e
+    return lm, model_args
 
 
 def _resolve_all(config: RunConfig) -> dict[str, str]:
@@ -215,19 +271,13 @@ def _resolve_all(config: RunConfig) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def _exclusive(out: Path) -> Iterator[None]:
-    """One runner per output folder: two would evaluate the same cells and race on the board."""
-    with open(out / ".lock", "w") as lock:
+def _exclusive(out: Path, shard: Shard | None = None) -> Iterator[None]:
+    """One runner per output folder and shard: two would evaluate the same cells and race on the board."""
+    name = ".lock" if shard is None else f".lock.shard-{shard.index}-of-{shard.count}"
+    with open(out / name, "w") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise LeaderboardError(f"another leaderboard run is using {out}") from None
+            what = "leaderboard run" if shard is None else f"run of shard {shard}"
+            raise LeaderboardError(f"another {what} is using {out}") from None
         yield
-
-
-def _render(board_path: Path) -> dict[str, Path]:
-    if importlib.util.find_spec("finemed_eval.leaderboard.render") is None:
-        return {}
-    from finemed_eval.leaderboard.render import render
-
-    return render(board_path)

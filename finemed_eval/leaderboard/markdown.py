@@ -1,0 +1,54 @@
+"""The leaderboard as GitHub markdown: main table, footnotes, paired comparisons, per-benchmark details."""
+
+from __future__ import annotations
+
+import html
+
+from finemed_eval.leaderboard.view import MISSING, Row, View, average_text, cell_text, stats_text
+
+
+def _md(text: str) -> str:
+    # a '|' would split the cell; '<' would let GitHub try to read HTML
+    return html.escape(text, quote=False).replace("|", "\\|")
+
+
+def markdown_table(view: View) -> str:
+    cols = view.layout.main
+    lines = [
+        # Average right after Model: with many benchmarks it is the column people look for first
+        _header(["Average", *(c.label for c in cols)]),
+        *(_row(r, [average_text(r, view.coverage[r.status])] + [cell_text(r.cells.get(c.key)) for c in cols]) for r in view.rows),
+        "",
+        *(f"- {_md(line)}" for line in view.footnotes),
+    ]
+    if view.comparisons:
+        lines += ["", "### Paired comparisons", ""]
+        lines += [f"- **{_md(c.label)}** on {_md(c.benchmark)} (pooled over {len(c.seeds)} seeds): {_md(stats_text(c.pooled))}" for c in view.comparisons]
+        lines += ["", "| Pair | Benchmark | Seed | Δ accuracy (pp) | 95% CI | wrong→right | right→wrong | McNemar p | Δ gold log-lik. |",
+                  "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+        for c in view.comparisons:
+            for label, s in [*((str(x["seed"]), x) for x in c.seeds), ("pooled", c.pooled)]:
+                ll = MISSING if s["gold_ll_change"] is None else f"{s['gold_ll_change']:+.4f}"
+                lines.append(
+                    f"| {_md(c.label)} | {_md(c.benchmark)} | {label} | {100 * s['acc_diff']:+.2f} | "
+                    f"{100 * s['ci_low']:+.2f} to {100 * s['ci_high']:+.2f} | {s['wrong_to_right']} | {s['right_to_wrong']} | "
+                    f"{s['mcnemar_p']:.3g} | {ll} |"
+                )
+    for t in view.details:
+        d = t.details
+        lines += ["", f"### Details: {_md(d.column.label)}", "", _header([d.label(c) for c in d.columns])]
+        lines += [_row(r, [cell_text(r.cells.get(c.key)) for c in d.columns]) for r in t.rows]
+    return "\n".join(lines) + "\n"
+
+
+def _header(labels: list[str]) -> str:
+    return "| Model | " + " | ".join(_md(label) for label in labels) + " |\n|---|" + "---:|" * len(labels)
+
+
+def _row(r: Row, texts: list[str]) -> str:
+    if r.status == "reported":  # italic + tag, so paper numbers never pass for measured ones
+        texts = [f"*{t}*" if t != MISSING else t for t in texts]
+        name = f"*{_md(r.model)}* (paper)"
+    else:
+        name = _md(r.model)
+    return "| " + " | ".join([name, *texts]) + " |"

@@ -1,0 +1,86 @@
+"""The leaderboard's PNG plots, from the view model: accuracy by benchmark, per-document gold log-likelihood change."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from finemed_eval.leaderboard.view import View
+
+
+def _new_figure(width: float, height: float = 4.4):
+    # Figure + Agg canvas directly: no pyplot global state, no backend switch for the caller's process
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=110)  # capped at ~page width so fonts stay readable
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    ax.spines[["top", "right"]].set_visible(False)
+    ax.set_axisbelow(True)
+    return fig, ax
+
+
+def _save(fig, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, bbox_inches="tight", metadata={"Software": None})  # no version stamp: stable bytes
+
+
+def plot_accuracy(view: View, path: Path) -> bool:
+    """Grouped bars benchmark x measured model (%), error bars = std over seeds; main-table columns only."""
+    cols = view.layout.main
+    series: dict[str, dict[str, tuple[float, float]]] = {}
+    for r in view.rows:
+        if r.status != "measured":
+            continue
+        for c in cols:
+            e = r.cells.get(c.key)
+            if e is not None and e.get("mean") is not None:
+                # NaN, not 0: a single-seed value has no spread to show
+                series.setdefault(r.model, {})[c.label] = (100 * e["mean"], math.nan if e.get("std") is None else 100 * e["std"])
+    if not series:
+        return False
+    groups = [c.label for c in cols if any(c.label in v for v in series.values())]
+    fig, ax = _new_figure(min(10.5, max(6.5, 0.9 * len(groups) * len(series) ** 0.5 + 2.5)))
+    ax.grid(axis="y", alpha=0.3)
+    width = 0.8 / len(series)
+    for i, (name, vals) in enumerate(series.items()):
+        xs = [g + (i - (len(series) - 1) / 2) * width for g, grp in enumerate(groups) if grp in vals]
+        ys, errs = zip(*(vals[grp] for grp in groups if grp in vals), strict=True)
+        bars = ax.bar(xs, ys, width * 0.92, yerr=errs, capsize=3, label=name, color=f"C{i % 10}",
+                      error_kw={"elinewidth": 1, "ecolor": "#333"})
+        if len(groups) * len(series) <= 24:  # beyond that labels collide; the table has the numbers
+            ax.bar_label(bars, fmt="%.1f", fontsize=7, color="#444", padding=2)
+    rotate = len(groups) > 4
+    ax.set_xticks(range(len(groups)), groups, rotation=20 if rotate else 0, ha="right" if rotate else "center")
+    top = max(v + (0 if math.isnan(s) else s) for vals in series.values() for v, s in vals.values())
+    ax.set_ylim(0, min(100, max(10.0, top * 1.15)))
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title("Measured accuracy by benchmark (mean ± std over seeds)", fontsize=11)
+    ax.legend(frameon=False, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.25 if rotate else -0.14), ncol=min(4, len(series)))
+    _save(fig, path)
+    return True
+
+
+def plot_gold_ll_change(view: View, path: Path) -> bool:
+    """Per pair and benchmark: every document's (x seed's) change of the gold log-likelihood, with its mean."""
+    rows = [c for c in view.comparisons if c.gold_ll_changes]
+    if not rows:
+        return False
+    fig, ax = _new_figure(8.5, max(2.4, 0.9 * len(rows) + 1.4))
+    ax.grid(axis="x", alpha=0.3)
+    rng = np.random.default_rng(0)  # jitter only; fixed so the image is reproducible
+    for i, c in enumerate(rows):
+        d = np.asarray(c.gold_ll_changes, dtype=float)
+        ax.scatter(d, i + rng.uniform(-0.25, 0.25, d.size), s=9, alpha=0.45, color=f"C{i % 10}", linewidths=0)
+        ax.plot([d.mean()] * 2, [i - 0.35, i + 0.35], color="#111", linewidth=2)
+        ax.annotate(f"mean {d.mean():+.4f}", (d.mean(), i + 0.38), fontsize=7, ha="center", va="bottom", color="#111")
+    ax.axvline(0, color="#555", linewidth=0.8, linestyle="--")
+    ax.set_yticks(range(len(rows)), [f"{c.label}\n{c.benchmark}" for c in rows], fontsize=8)
+    ax.set_ylim(-0.6, len(rows) - 0.2)
+    ax.set_xlabel("change of the gold answer's log-likelihood (treatment − baseline), per document and seed")
+    ax.set_title("Per-document effect on the gold answer (right of 0: more likely with the treatment)", fontsize=10)
+    _save(fig, path)
+    return True
