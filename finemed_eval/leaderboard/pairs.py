@@ -13,23 +13,17 @@ from typing import Any
 from finemed_eval.leaderboard.cells import Cell
 from finemed_eval.leaderboard.config import LeaderboardError, ModelSpec, RunConfig
 
-# finemed_ttt arguments that only matter with TTT on (`backend` is not one: it also serves ttt=off).
-TTT_ONLY_KEYS = frozenset(
-    {
-        "ttt",
-        "corpus",
-        "corpus_question_field",
-        "corpus_response_field",
-        "retriever",
-        "retrieval_index",
-        "top_k",
-        "lr",
-        "steps",
-        "lora_r",
-        "lora_alpha",
-        "cache",
-    }
-)
+# finemed_ttt arguments that also matter with TTT off: the serving engine (older name: backend).
+SERVING_KEYS = frozenset({"engine", "backend"})
+
+
+def ttt_only_keys() -> frozenset[str]:
+    """The arguments that only matter with TTT on, read once per run from finemed_ttt's one option type."""
+    from finemed_eval.ttt.options import TTTOptions
+
+    return frozenset(TTTOptions.argument_names()) - SERVING_KEYS
+
+
 # What may differ between the two cells of a pair: who is evaluated, not on what.
 MODEL_FIELDS = frozenset({"lm_eval_model", "model", "model_args", "corpus"})
 
@@ -45,13 +39,16 @@ def ttt_mode(spec: ModelSpec) -> str:
     return str(spec.args.get("ttt", "off")).lower()
 
 
-def find_pairs(config: RunConfig, canonical: dict[str, str]) -> list[Pair]:
-    """Config-named pairs, then inferred TTT pairs for treatments the config names no baseline for."""
+def find_pairs(config: RunConfig, canonical: dict[str, str], ttt_keys: frozenset[str]) -> list[Pair]:
+    """Config-named pairs, then inferred TTT pairs for treatments the config names no baseline for.
+
+    ttt_keys: the TTT-only arguments (ttt_only_keys()), set aside when comparing two models' args.
+    """
     pairs = [Pair(m.baseline, m.name, "config") for m in config.models if m.baseline is not None]
     named = {p.treatment for p in pairs}
 
     def rest(m: ModelSpec) -> tuple[str, dict[str, Any]]:
-        return canonical[m.name], {k: v for k, v in m.args.items() if k not in TTT_ONLY_KEYS}
+        return canonical[m.name], {k: v for k, v in m.args.items() if k not in ttt_keys}
 
     for on in config.models:
         if on.name in named or ttt_mode(on) == "off":

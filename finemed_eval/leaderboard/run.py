@@ -53,7 +53,7 @@ from finemed_eval.leaderboard.fingerprint import (
     task_config_hash,
     task_data_hash,
 )
-from finemed_eval.leaderboard.pairs import check_same_documents, differing_args, find_pairs
+from finemed_eval.leaderboard.pairs import check_same_documents, differing_args, find_pairs, ttt_only_keys
 from finemed_eval.leaderboard.shard import Shard
 from finemed_eval.zoo import resolve_pretrained
 
@@ -97,7 +97,7 @@ def run(
         import_plugin()
         tm = task_manager if task_manager is not None else make_task_manager(config)
         canonical = check_names(config, tm.all_tasks)
-        pairs = find_pairs(config, canonical)
+        pairs = find_pairs(config, canonical, ttt_only_keys())
         model_class = lm_class(config) if compute else None  # before any slow step: a bad lm_eval_model fails fast
         versions = {"lm_eval": lm_eval_version(), "finemed_eval": finemed_eval_version()}
         task_hashes = {t: task_config_hash(tm, t) for t in config.tasks}
