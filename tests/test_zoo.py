@@ -44,7 +44,8 @@ def test_local_paths_and_hub_ids_pass_through(tmp_path):
     [
         ("finemedlm-01", "finemedlm-o1"),
         ("FineMedLM-o1", "finemedlm-o1"),
-        ("huatuo", "huatuogpt-o1-8b"),
+        ("huatuo", "huatuogpt2-7b"),  # the closer of the two HuatuoGPT entries
+        ("huatuogpt-o1", "huatuogpt-o1-8b"),
         ("smollm2-135m", "smollm2-135m-instruct"),
     ],
 )
