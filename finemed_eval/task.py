@@ -10,7 +10,7 @@ from __future__ import annotations
 import datasets
 from lm_eval.api.task import ConfigurableTask
 
-from finemed_eval.answers import extract_choice, is_correct
+from finemed_eval.answers import Extraction, extract_choice_with_rule, is_correct
 from finemed_eval.data import load_benchmark
 from finemed_eval.prompts import mc_target
 
@@ -60,9 +60,26 @@ def _mc_correct(doc: dict, results: list) -> bool:
     return best == mc_target(doc)
 
 
-def _cot_correct(doc: dict, results: list) -> bool:
-    predicted = extract_choice(results[0], len(doc["options"]), multi=doc["multi"])
-    return is_correct(predicted, doc["answer"])
+def _cot_extract(doc: dict, results: list) -> tuple[bool, dict[str, float | str]]:
+    """Whether the generation's answer is right, plus the extraction report every CoT task logs:
+    no_answer (1.0 when no answer could be read; its mean is the task's no-answer rate) and
+    extraction_rule (which rule of finemed_eval.answers decided, per sample in --log_samples)."""
+    got = extract_choice_with_rule(results[0], doc["options"], multi=doc["multi"])
+    report = {"no_answer": float(got.answer is None), "extraction_rule": _rule_label(got)}
+    return is_correct(got.answer, doc["answer"]), report
+
+
+def _rule_label(got: Extraction) -> str:
+    # a deciding rule whose letters were no valid answer (out of range, "B or C") is marked as such
+    return f"{got.rule}:rejected" if got.rejected is not None else got.rule
+
+
+def count_rules(labels: list[str]) -> dict[str, int]:
+    """extraction_rule's aggregation: how many documents each rule decided, most frequent first."""
+    counts: dict[str, int] = {}
+    for label in labels:
+        counts[label] = counts.get(label, 0) + 1
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
 def process_mc(doc: dict, results: list) -> dict[str, float]:
@@ -73,9 +90,11 @@ def process_mc_by_type(doc: dict, results: list) -> dict[str, float]:
     return _by_type(doc, _mc_correct(doc, results))
 
 
-def process_cot(doc: dict, results: list) -> dict[str, float]:
-    return {"acc": float(_cot_correct(doc, results))}
+def process_cot(doc: dict, results: list) -> dict[str, float | str]:
+    correct, report = _cot_extract(doc, results)
+    return {"acc": float(correct), **report}
 
 
-def process_cot_by_type(doc: dict, results: list) -> dict[str, float]:
-    return _by_type(doc, _cot_correct(doc, results))
+def process_cot_by_type(doc: dict, results: list) -> dict[str, float | str]:
+    correct, report = _cot_extract(doc, results)
+    return {**_by_type(doc, correct), **report}
