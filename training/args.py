@@ -88,8 +88,11 @@ def dataclass_types(stage: str) -> tuple[type, type, type]:
     return (FineMedArgs, SFTConfig if stage == "sft" else DPOConfig, ModelConfig)
 
 
-def load_recipe(name: str | os.PathLike, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
-    """Parse and check a recipe plus `--key value` overrides. Loads no model and no data."""
+def load_recipe(
+    name: str | os.PathLike, overrides: list[str] | tuple[str, ...] = (), world_size: int | None = None
+) -> Recipe:
+    """Parse and check a recipe plus `--key value` overrides for `world_size` processes (default: the
+    launcher's WORLD_SIZE, else 1). Loads no model and no data."""
     path = find_recipe(name)
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -109,6 +112,9 @@ def load_recipe(name: str | os.PathLike, overrides: list[str] | tuple[str, ...] 
 
     parser = TrlParser(types_)
     config = {k: v for k, v in raw.items() if k != "env"}
+    steps = _accumulation_steps(merged, path, world_size or world_size_from_env())
+    if steps is not None:  # before TrainingArguments exists: DeepSpeed's batch config derives from it
+        config["gradient_accumulation_steps"] = steps
     try:
         if "env" in raw:
             for key, value in (raw["env"] or {}).items():
@@ -127,18 +133,21 @@ def world_size_from_env() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
-def apply_global_batch_size(recipe: Recipe, world_size: int) -> None:
-    """gradient_accumulation_steps so that per-device batch x devices x steps = global_batch_size."""
-    wanted = recipe.finemed.global_batch_size
+def _accumulation_steps(values: dict, path: Path, world_size: int) -> int | None:
+    """gradient_accumulation_steps so that per-device batch x processes x steps = global_batch_size."""
+    wanted = values.get("global_batch_size")
     if wanted is None:
-        return
-    per_step = recipe.train.per_device_train_batch_size * world_size
-    if wanted % per_step:
+        return None
+    if "gradient_accumulation_steps" in values:
+        raise RecipeError(f"{path}: set global_batch_size or gradient_accumulation_steps, not both")
+    per_device = int(values.get("per_device_train_batch_size", 8))  # TrainingArguments' default
+    per_step = per_device * world_size
+    if int(wanted) % per_step:
         raise RecipeError(
-            f"{recipe.path}: global_batch_size {wanted} is not a multiple of per_device_train_batch_size "
-            f"{recipe.train.per_device_train_batch_size} x {world_size} process(es) = {per_step}"
+            f"{path}: global_batch_size {wanted} is not a multiple of per_device_train_batch_size "
+            f"{per_device} x {world_size} process(es) = {per_step}"
         )
-    recipe.train.gradient_accumulation_steps = wanted // per_step
+    return int(wanted) // per_step
 
 
 # ---------------------------------------------------------------- checks

@@ -27,26 +27,22 @@ class LaunchProbe(TrainerCallback):
         self.launch: dict[str, Any] = {}
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
-        from accelerate import PartialState
+        import torch.distributed as dist
+        from accelerate.state import AcceleratorState
+        from accelerate.utils import DistributedType
 
-        partial = PartialState()
+        state = AcceleratorState()
         params = list(model.parameters()) if model is not None else []
         local = sum(p.ds_tensor.numel() if hasattr(p, "ds_tensor") else p.numel() for p in params)
         total = sum(getattr(p, "ds_numel", p.numel()) for p in params)
-        plugin = getattr(args, "hf_deepspeed_config", None)
-        zero = plugin.config.get("zero_optimization", {}).get("stage") if plugin is not None else None
-        backend = None
-        import torch.distributed as dist
-
-        if dist.is_available() and dist.is_initialized():
-            backend = dist.get_backend()
+        plugin = state.deepspeed_plugin if state.distributed_type == DistributedType.DEEPSPEED else None
         self.launch = {
-            "world_size": partial.num_processes,
-            "distributed_type": str(partial.distributed_type).split(".")[-1],
-            "backend": backend,
-            "zero_stage": zero,
+            "world_size": state.num_processes,
+            "distributed_type": str(state.distributed_type).split(".")[-1],
+            "backend": dist.get_backend() if dist.is_available() and dist.is_initialized() else None,
+            "zero_stage": plugin.zero_stage if plugin is not None else None,
             "precision": "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32",
-            "device": str(partial.device),
+            "device": str(state.device),
             "rank0_param_share": round(local / total, 4) if total else None,
             "per_device_train_batch_size": args.per_device_train_batch_size,
             "gradient_accumulation_steps": args.gradient_accumulation_steps,

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from finemed_eval import zoo
-from finemed_eval.training.args import Recipe, RecipeError, apply_global_batch_size, load_recipe, world_size_from_env
+from finemed_eval.training.args import Recipe, RecipeError, load_recipe
 from finemed_eval.training.data import Selection, select
 
 
@@ -41,7 +41,6 @@ def prepare(recipe: Recipe) -> Prepared:
     from transformers.trainer_utils import get_last_checkpoint
 
     f, train, model = recipe.finemed, recipe.train, recipe.model
-    apply_global_batch_size(recipe, world_size_from_env())
     parent = model.model_name_or_path
     model_path = zoo.resolve_pretrained(parent)  # the one place this run resolves a model name
     entry = zoo.get_entry(parent)
