@@ -25,6 +25,7 @@ from finemed_eval.leaderboard.aggregate import (
 )
 from finemed_eval.leaderboard.board import SCHEMA_PATH, build_board, open_medical_llm, slugify, validate_board
 from finemed_eval.leaderboard.cells import CorruptCell, cell_key, cell_material, read_cell, write_cell
+from finemed_eval.leaderboard import config as config_module
 from finemed_eval.leaderboard.config import LeaderboardError, check_names, check_output_dir, load_config, parse_config
 from finemed_eval.leaderboard.evaluate import import_plugin
 from finemed_eval.leaderboard.fingerprint import task_config_hash
@@ -167,6 +168,8 @@ def material(**changes):
         task="finemed_demo",
         task_config_hash="sha256:t",
         seed=0,
+        task_data_hash={"demo": "sha256:d"},
+        corpus_hash=None,
         lm_eval="0.4.13",
         finemed_eval="0.1.0",
         finemed_code="sha256:c",
@@ -194,6 +197,8 @@ def test_cell_key_is_stable_and_ignores_display_name_and_arg_order():
         {"lm_eval": "0.4.14"},
         {"finemed_eval": "0.2.0"},
         {"finemed_code": "sha256:edited"},
+        {"task_data_hash": {"demo": "sha256:edited"}},
+        {"corpus_hash": "sha256:edited"},
     ],
 )
 def test_cell_key_changes_with_every_input(changes):
@@ -209,11 +214,27 @@ def test_cell_key_changes_with_config_fields_and_args():
     assert cell_key(material(spec=full)) != base
 
 
-def test_cell_key_depends_on_the_data_dir(monkeypatch):
-    monkeypatch.delenv("FINEMED_DATA_DIR", raising=False)
-    before = cell_key(material())
-    monkeypatch.setenv("FINEMED_DATA_DIR", "/data")
-    assert cell_key(material()) != before
+def test_data_and_corpus_fingerprints_follow_file_content(tmp_path, task_manager):
+    from finemed_eval.leaderboard.fingerprint import corpus_hash, task_data_hash
+
+    (tmp_path / "medqa").mkdir()
+    test = tmp_path / "medqa" / "phrases_no_exclude_test.jsonl"
+    test.write_text('{"question": "q"}\n')
+    before = task_data_hash(task_manager, "finemed_medqa", str(tmp_path))
+    assert task_data_hash(task_manager, "finemed_medqa", str(tmp_path)) == before
+    assert task_data_hash(task_manager, "finemed_medqa", None) == {"medqa": None}  # the hub: nothing local
+    test.write_text('{"question": "q2"}\n')
+    assert task_data_hash(task_manager, "finemed_medqa", str(tmp_path)) != before
+    assert set(task_data_hash(task_manager, "finemed_mmlu_medical", str(tmp_path))) == {"mmlu"}  # a group's leaves
+    assert task_data_hash(task_manager, "finemed_demo", str(tmp_path))["demo"].startswith("sha256:")
+
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text('{"question": "q", "response": "r"}\n')
+    first = corpus_hash({"ttt": "lora", "corpus": str(corpus)})
+    corpus.write_text('{"question": "q", "response": "r2"}\n')
+    assert corpus_hash({"ttt": "lora", "corpus": str(corpus)}) != first
+    assert corpus_hash({"ttt": "off", "corpus": str(corpus)}) is None  # TTT off never reads it
+    assert corpus_hash({"ttt": "full"}) == corpus_hash({"ttt": "full", "corpus": "demo"}) is not None
 
 
 def test_cell_round_trip_and_corruption_is_detected(tmp_path):
@@ -346,7 +367,7 @@ def test_a_table1_run_renders_one_main_column_per_benchmark():
     }
     cells = [MeasuredCell("m", {}, seed, "2026-01-01T00:00:00Z", slim(rows, groups=groups)) for seed in (0, 1)]
     entries = aggregate(cells, benchmarks=load_paper()["benchmarks"], num_fewshot=3, limit=None, lm_eval="x", git_rev="r")
-    from finemed_eval.leaderboard import render
+    from finemed_eval.leaderboard import view as render
 
     shape = render.layout({"entries": entries})
     assert [c.label for c in shape.main] == ["C-Eval", "CMB-Exam", "MMLU"]
@@ -411,7 +432,7 @@ def board(entries=None):
 def test_schema_accepts_a_good_board():
     good = board()
     validate_board(good)
-    assert good["schema_version"] == "1.0"
+    assert good["schema_version"] == "2.0" and good["pairs"] == []
     assert {e["status"] for e in good["entries"]} == {"measured", "reported"}
     assert good["open_medical_llm"] == [
         {
@@ -445,7 +466,13 @@ def test_schema_rejects_a_bad_board(breaks):
 def test_schema_is_draft_2020_12_and_versioned():
     schema = json.loads(SCHEMA_PATH.read_text())
     jsonschema.Draft202012Validator.check_schema(schema)
-    assert schema["$schema"].endswith("2020-12/schema") and schema["$id"].endswith("1.0")
+    assert schema["$schema"].endswith("2020-12/schema") and schema["$id"].endswith("2.0")
+    config_schema = json.loads(config_module.SCHEMA_PATH.read_text())
+    jsonschema.Draft202012Validator.check_schema(config_schema)
+    # the published copies under leaderboards/ are the package's own files
+    root = Path(__file__).parents[1] / "leaderboards"
+    assert json.loads((root / "schema.json").read_text()) == schema
+    assert json.loads((root / "schema.config.json").read_text()) == config_schema
 
 
 def test_slugs_are_unique_and_file_safe():
@@ -470,18 +497,38 @@ def task_manager():
     return TaskManager(include_defaults=False)
 
 
+class ReusedModels:
+    """lm_class stand-in that loads each model once per test module (a load costs seconds); the first
+    load per args goes through the real class, so the runner's own loading path is exercised."""
+
+    loads: dict[str, object] = {}
+
+    def __init__(self, real):
+        self.real = real
+
+    def create_from_arg_obj(self, args, extra):
+        key = json.dumps(args, sort_keys=True)
+        if key not in self.loads:
+            self.loads[key] = self.real.create_from_arg_obj(args, extra)
+        return self.loads[key]
+
+
+@pytest.fixture()
+def reuse_models(monkeypatch):
+    real = lb.lm_class
+    monkeypatch.setattr(lb, "lm_class", lambda config: ReusedModels(real(config)))
+
+
 @needs_embedded
-def test_real_run_resumes_after_a_kill_and_recomputes_a_corrupted_cell(tmp_path, monkeypatch, caplog, task_manager):
-    from lm_eval import evaluator
+def test_real_run_resumes_after_a_kill_and_recomputes_a_corrupted_cell(tmp_path, monkeypatch, caplog, task_manager, reuse_models):
+    passes: list[tuple[str, list[int]]] = []
+    real = lb.evaluate_seeds
 
-    evaluated: list[tuple[str, int]] = []
-    real = evaluator.simple_evaluate
+    def counting(lm, config, task, seeds, tm):
+        passes.append((task, list(seeds)))
+        return real(lm, config, task, seeds, tm)
 
-    def counting(**kwargs):
-        evaluated.append((kwargs["tasks"][0], kwargs["random_seed"]))
-        return real(**kwargs)
-
-    monkeypatch.setattr(evaluator, "simple_evaluate", counting)
+    monkeypatch.setattr(lb, "evaluate_seeds", counting)
     # Pin the code and task fingerprints (tested above): an edit to the package while this test runs
     # would otherwise, correctly, invalidate the cells and make the resume counts meaningless.
     monkeypatch.setattr(lb, "code_hash", lambda: "sha256:pinned-code")
@@ -500,11 +547,11 @@ def test_real_run_resumes_after_a_kill_and_recomputes_a_corrupted_cell(tmp_path,
 
     with pytest.raises(KeyboardInterrupt):
         lb.run(cfg, out, task_manager=task_manager, after_cell=killed, progress=False)
-    assert evaluated == [("finemed_demo", 0)]
+    assert passes == [("finemed_demo", [0, 1])]  # both seeds in one lm-eval pass
     assert len(list((out / "cells").glob("*.json"))) == 1 and not (out / "leaderboard.json").exists()
 
-    summary = lb.run(cfg, out, task_manager=task_manager, progress=False)
-    assert evaluated == [("finemed_demo", 0), ("finemed_demo", 1)]  # seed 0 was not recomputed
+    summary = lb.run(cfg, out, task_manager=task_manager, progress=False, render_outputs=False)
+    assert passes[1:] == [("finemed_demo", [1])]  # a pass runs only the seeds whose cells are missing
     assert len(summary.skipped) == 1 and len(summary.computed) == 1
 
     board_ = json.loads(summary.leaderboard.read_text())
@@ -520,8 +567,12 @@ def test_real_run_resumes_after_a_kill_and_recomputes_a_corrupted_cell(tmp_path,
     assert len(reported) == 64 and all(e["seeds"] == [] for e in reported)
     oml = json.loads((out / "open_medical_llm" / "smollm2-135m-ttt-off.json").read_text())
     assert oml["results"]["finemed_demo"]["acc"] == pytest.approx(entry["mean"])
-    if summary.rendered:
-        assert Path(summary.rendered["markdown"]).read_text().count("smollm2-135m ttt=off") >= 1
+    # each cell keeps its per-document records: what the paired statistics are computed from
+    cells = [json.loads(p.read_text()) for p in (out / "cells").glob("*.json")]
+    for c in cells:
+        docs = c["results"]["documents"]["finemed_demo"]
+        assert docs["doc_id"] == [0, 1, 2, 3] and len(docs["gold_ll"]) == 4
+        assert sum(docs["correct"]) / 4 == pytest.approx(c["results"]["results"]["finemed_demo"]["acc,none"])
 
     # a cell file truncated behind our back is reported and recomputed; the valid one is reused
     first = sorted((out / "cells").glob("*.json"), key=lambda p: p.stat().st_mtime)[0]
@@ -530,7 +581,7 @@ def test_real_run_resumes_after_a_kill_and_recomputes_a_corrupted_cell(tmp_path,
         summary = lb.run(cfg, out, task_manager=task_manager, progress=False, render_outputs=False)
     assert "corrupted cell file" in caplog.text and first.name in caplog.text
     assert summary.corrupted == summary.computed and len(summary.computed) == 1 and len(summary.skipped) == 1
-    assert evaluated[-1] == ("finemed_demo", 0) and len(evaluated) == 3
+    assert passes[2:] == [("finemed_demo", [0])]
     recomputed = json.loads(summary.leaderboard.read_text())
     assert [e["mean"] for e in recomputed["entries"] if e["status"] == "measured"] == [pytest.approx(entry["mean"])]
 
@@ -541,5 +592,40 @@ def test_real_run_resumes_after_a_kill_and_recomputes_a_corrupted_cell(tmp_path,
             pytest.fail("a model was loaded for a finished board")
 
     monkeypatch.setattr(lb, "lm_class", lambda config: NoLoad)
-    summary = lb.run(cfg, out, task_manager=task_manager, progress=False, render_outputs=False)
-    assert summary.computed == [] and len(evaluated) == 3
+    summary = lb.run(cfg, out, task_manager=task_manager, progress=False)
+    assert summary.computed == [] and len(passes) == 3
+    assert summary.rendered and "smollm2-135m ttt=off" in Path(summary.rendered["markdown"]).read_text()
+
+
+@needs_embedded
+def test_one_pass_over_all_seeds_equals_seed_by_seed_runs(task_manager):
+    """evaluate_seeds (one lm-eval pass, every seed a renamed task) vs lm-eval's own simple_evaluate per seed,
+    with TTT on (LoRA): same answers, per-document log-likelihoods within 1e-6."""
+    from lm_eval import evaluator
+    from lm_eval.api.registry import get_model
+
+    from finemed_eval.leaderboard.evaluate import GLOBAL_SEEDS, evaluate_seeds, slim_results
+    from finemed_eval.zoo import resolve_pretrained
+
+    cfg = parse_config(
+        {"models": ["smollm2-135m-instruct"], "tasks": ["finemed_demo"], "seeds": [0, 1, 2], "num_fewshot": 1, "limit": 4}
+    )
+    args = {"pretrained": resolve_pretrained("smollm2-135m-instruct"), "ttt": "lora", "corpus": "demo", "retriever": "minilm", "lr": 1e-4}
+    # batch size 1: with larger batches, padding alone moves float32 log-likelihoods by ~1e-6 on CPU
+    lm = ReusedModels(get_model("finemed_ttt")).create_from_arg_obj(args, {"batch_size": 1})
+    one_pass = {s: slim_results(r) for s, r in evaluate_seeds(lm, cfg, "finemed_demo", [0, 1, 2], task_manager).items()}
+    prompts = set()
+    for seed in (0, 1, 2):
+        alone = slim_results(evaluator.simple_evaluate(
+            model=lm, tasks=["finemed_demo"], num_fewshot=1, limit=4, task_manager=task_manager, log_samples=True,
+            bootstrap_iters=0, fewshot_random_seed=seed, random_seed=GLOBAL_SEEDS["random"],
+            numpy_random_seed=GLOBAL_SEEDS["numpy"], torch_random_seed=GLOBAL_SEEDS["torch"],
+        ))
+        mine, ref = one_pass[seed], alone
+        assert mine["results"] == ref["results"] and mine["n-samples"] == ref["n-samples"]
+        assert mine["task_hashes"] == ref["task_hashes"]  # same documents, prompts (exemplars) and targets
+        a, b = mine["documents"]["finemed_demo"], ref["documents"]["finemed_demo"]
+        assert a["doc_id"] == b["doc_id"] == [0, 1, 2, 3] and a["correct"] == b["correct"]
+        assert a["gold_ll"] == pytest.approx(b["gold_ll"], abs=1e-6)
+        prompts.add(mine["task_hashes"]["finemed_demo"])
+    assert len(prompts) == 3  # three seeds, three exemplar draws
