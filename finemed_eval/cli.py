@@ -1,4 +1,4 @@
-"""`finemed`: thin subcommands over the library (eval, leaderboard, zoo, prepare)."""
+"""`finemed`: thin subcommands over the library (eval, leaderboard, zoo, train, prepare)."""
 
 from __future__ import annotations
 
@@ -19,8 +19,18 @@ def main(argv: list[str] | None = None) -> int:
     evaluate.add_argument("--batch-size", default="8")
     evaluate.set_defaults(run=_eval)
 
-    zoo = commands.add_parser("zoo", help="list the model zoo")
+    zoo = commands.add_parser("zoo", help="the model zoo: list | show NAME | path NAME | register PATH")
+    zoo.add_argument("action", nargs="?", default="list", choices=("list", "show", "path", "register"))
+    zoo.add_argument("target", nargs="?", help="a zoo name (show, path) or a checkpoint folder (register)")
+    zoo.add_argument("--name", help="register: the zoo name (default: register_as in its provenance.json)")
     zoo.set_defaults(run=_zoo)
+
+    train = commands.add_parser("train", help="train a recipe (training/recipes) under accelerate launch")
+    train.add_argument("recipe", help="a recipe file or a shipped name, e.g. finemedlm/stage1, tiny/finemedlm/stage1")
+    train.add_argument("--accelerate", help="zero3 | multi_gpu | zero3_multinode | cpu2 | zero3_cpu | PATH")
+    train.add_argument("--launch-args", default="", help="extra `accelerate launch` arguments (multi-node ranks, ...)")
+    train.add_argument("--dry-run", action="store_true", help="check the recipe and print the command only")
+    train.set_defaults(run=_train)  # recipe overrides follow `--` (split off in main)
 
     prepare = commands.add_parser("prepare", help="convert the embedded SmolLM2 once into the cache")
     prepare.set_defaults(run=_prepare)
@@ -29,7 +39,17 @@ def main(argv: list[str] | None = None) -> int:
 
     add_subcommands(commands)
 
+    from finemed_eval.synth.cli import add_subcommands as add_synth_subcommands
+
+    add_synth_subcommands(commands)
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    overrides: list[str] = []
+    if argv[:1] == ["train"] and "--" in argv:  # finemed train RECIPE [...] -- --key value ...
+        argv, overrides = argv[: argv.index("--")], argv[argv.index("--") + 1 :]
     args = parser.parse_args(argv)
+    if args.command == "train":
+        args.overrides = overrides
     try:
         return args.run(args) or 0
     except (ValueError, FileNotFoundError) as error:  # our input errors: one clear line, no traceback
@@ -57,11 +77,34 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _zoo(args: argparse.Namespace) -> int:
-    from finemed_eval.zoo import list_zoo
+    import json
 
-    for entry in list_zoo():
-        print(f"{entry.name:28} {entry.source:45} {entry.description}")
+    from finemed_eval import zoo
+
+    if args.action == "list":
+        for entry in zoo.list_zoo():
+            print(f"{entry.name:28} {entry.source:45} {entry.description}")
+        return 0
+    if not args.target:
+        raise ValueError(f"finemed zoo {args.action} needs a {'folder' if args.action == 'register' else 'name'}")
+    if args.action == "register":
+        print(zoo.register_checkpoint(args.target, args.name))
+        return 0
+    entry = zoo.get_entry(args.target)
+    if entry is None:
+        zoo.canonical_model(args.target)  # raises the did-you-mean error for an unknown name
+        raise ValueError(f"{args.target!r} is not a zoo name (it is a path or hub id)")
+    if args.action == "path":
+        print(zoo.resolve_pretrained(args.target))
+    else:
+        print(json.dumps({**entry.to_dict(), "registry_file": entry.registry_file}, indent=2))
     return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from finemed_eval.training.launch import train
+
+    return train(args.recipe, args.accelerate, args.overrides, args.launch_args, args.dry_run)
 
 
 def _prepare(args: argparse.Namespace) -> int:

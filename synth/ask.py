@@ -1,0 +1,121 @@
+"""One model question with bounded retries, inside a datatrove rollout; never raises for a bad answer.
+
+Designed around datatrove 0.10's InferenceRunner:
+- its request cache is keyed by the payload, so every attempt carries a distinct, derived `seed`
+  (and re-asks use `retry_temperature`), or a retry would be answered from the cache;
+- against 127.0.0.1 a 429 is not retried and a 500 surfaces as `ServerError`, and no request timeout
+  applies: we retry both with exponential backoff and bound each call with `request_timeout_s`;
+- a `ServerError` that is not an HTTP 500 means the server is gone: it propagates, the task stops,
+  and the run resumes later from its checkpoints (turning it into rejects would lose records).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from datatrove.pipeline.inference.types import InferenceError, ServerError
+
+from .config import RetryConfig, RoleConfig
+from .parse import Parsed
+
+Generate = Callable[[dict], Awaitable[Any]]
+Parser = Callable[[Any, "str | None"], Parsed]
+
+
+@dataclass
+class Answer:
+    value: Any = None
+    reason: str = ""  # final failure reason; empty when ok
+    raw: str = ""  # the last model output (for the rejects file)
+    attempts: int = 0
+    failures: list[str] = field(default_factory=list)  # one reason per failed attempt
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.reason
+
+
+def derive_seed(*parts: Any) -> int:
+    return int.from_bytes(hashlib.sha256("\x00".join(map(str, parts)).encode()).digest()[:4], "big") & 0x7FFFFFFF
+
+
+def payload(messages: list[dict], role: RoleConfig, *, attempt: int, seed: int) -> dict:
+    body = {
+        "messages": messages,
+        "max_tokens": role.max_tokens,
+        "temperature": role.temperature if attempt == 0 else role.retry_temperature,
+        "top_p": role.top_p,
+        "seed": seed,
+    }
+    if role.structured_output:
+        body["response_format"] = {"type": "json_object"}
+    return body
+
+
+def transport_reason(error: BaseException) -> str:
+    text = str(getattr(error, "error", "") or error)
+    status = re.search(r"(?:http status|status code|Error code:?)\s*(\d{3})", text, re.I)
+    if status:
+        return f"http_{status.group(1)}"
+    if "BadRequestError" in text:
+        return "http_400"
+    if "InternalServerError" in text:
+        return "http_500"
+    return "invalid_response"
+
+
+async def ask(
+    generate: Generate,
+    messages: list[dict],
+    parse: Parser,
+    *,
+    role: RoleConfig,
+    retry: RetryConfig,
+    seed_parts: tuple,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> Answer:
+    answer = Answer()
+    transport_failures = 0
+    for attempt in range(retry.attempts):
+        answer.attempts = attempt + 1
+        body = payload(messages, role, attempt=attempt, seed=derive_seed(*seed_parts, attempt))
+        try:
+            result = await asyncio.wait_for(generate(body), timeout=role.request_timeout_s)
+        except asyncio.TimeoutError:
+            reason, detail = "timeout", f"no answer within {role.request_timeout_s} s"
+        except ServerError as error:
+            if "InternalServerError" not in str(error):
+                raise  # the server is gone: stop the task, resume later
+            reason, detail = "http_500", str(error)
+        except InferenceError as error:
+            reason, detail = transport_reason(error), str(getattr(error, "error", "") or error)
+        except (ConnectionError, OSError, ValueError) as error:
+            reason, detail = f"transport:{type(error).__name__}", str(error)
+        else:
+            usage = getattr(result, "usage", None) or {}
+            answer.prompt_tokens += int(usage.get("prompt_tokens", 0) or 0)
+            answer.completion_tokens += int(usage.get("completion_tokens", 0) or 0)
+            answer.raw = getattr(result, "text", "") or ""
+            parsed = parse(answer.raw, getattr(result, "finish_reason", None))
+            if parsed.ok:
+                answer.value, answer.reason = parsed.value, ""
+                return answer
+            answer.failures.append(parsed.reason)
+            answer.reason = parsed.reason
+            continue
+        answer.failures.append(reason)
+        answer.reason = reason
+        answer.raw = f"<{reason}> {detail[:1000]}"
+        if reason == "http_400":
+            break  # the request itself is wrong: asking again cannot help
+        if attempt + 1 < retry.attempts:
+            await sleep(min(retry.backoff_s * 2**transport_failures, retry.max_backoff_s))
+        transport_failures += 1
+    return answer

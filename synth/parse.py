@@ -1,0 +1,187 @@
+"""Parsers of model outputs. Pure; they never raise: every input gives a `Parsed` (value or reason).
+
+Reasons are short stable codes (`no_json`, `missing_key:quality`, `out_of_range:difficulty`, ...);
+when the output was cut by the token limit (`finish_reason == "length"`) and does not parse, the
+reason is `truncated`, so reports tell the two apart.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from .departments import allowed_labels
+
+TRUNCATED = "truncated"
+
+
+@dataclass(frozen=True)
+class Parsed:
+    value: Any = None
+    reason: str = ""  # empty when ok
+
+    @property
+    def ok(self) -> bool:
+        return not self.reason
+
+
+def _fail(reason: str, finish_reason: str | None) -> Parsed:
+    return Parsed(reason=TRUNCATED if finish_reason == "length" else reason)
+
+
+_FENCE = re.compile(r"```(?:json|JSON)?\s*(.*?)```", re.S)
+
+
+def json_object(text: Any) -> dict | None:
+    """The first JSON object in `text`: bare, fenced (```json ... ```) or surrounded by prose."""
+    if not isinstance(text, str):
+        return None
+    candidates = [m.group(1) for m in _FENCE.finditer(text)] + [text]
+    decoder = json.JSONDecoder()
+    for candidate in candidates:
+        for start in (i for i, ch in enumerate(candidate) if ch == "{"):
+            try:
+                value, _ = decoder.raw_decode(candidate, start)
+            except (ValueError, RecursionError):
+                continue
+            if isinstance(value, dict):
+                return value
+    return None
+
+
+def _text_field(obj: dict, key: str) -> str | None:
+    value = obj.get(key)
+    return value.strip() if isinstance(value, str) and value.strip() else None
+
+
+def parse_questions(text: Any, finish_reason: str | None = None) -> Parsed:
+    """A.1 output -> {"question1": str, "question2": str}."""
+    obj = json_object(text)
+    if obj is None:
+        return _fail("no_json", finish_reason)
+    questions = {}
+    for key in ("question1", "question2"):
+        value = _text_field(obj, key)
+        if value is None:
+            return _fail(f"missing_key:{key}" if key not in obj else f"not_text:{key}", finish_reason)
+        questions[key] = value
+    if questions["question1"] == questions["question2"]:
+        return Parsed(reason="identical_questions")
+    return Parsed(questions)
+
+
+# A.2 keys as the paper writes them and as the released code writes them.
+SCORE_KEYS = {
+    "paper": {"relevance": "Relevance2Medicine", "mentions": "MentionSpecificDetails"},
+    "released": {"relevance": "relevance_to_medicine", "mentions": "mention_specific_details"},
+}
+_RANGES = {"quality": (1, 10), "difficulty": (1, 10), "relevance": (1, 6)}
+
+
+def _score_number(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and re.fullmatch(r"\s*\d{1,2}\s*", value):
+        return int(value)
+    return None
+
+
+def _mentions(value: Any, rule: str) -> bool | None:
+    """Paper: a boolean or "True"/"False" (any case); anything else is invalid (None).
+    Released code: only the exact string "True" counts as mentioning details; anything else is False."""
+    if rule == "released":
+        return value == "True"
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    return None
+
+
+def parse_score(text: Any, finish_reason: str | None = None, mention_rule: str = "paper") -> Parsed:
+    """A.2 output -> {"quality", "difficulty", "relevance", "mentions_details", "mentions_raw", "keys"}.
+    Accepts the paper's and the released code's key names and records which ("keys")."""
+    obj = json_object(text)
+    if obj is None:
+        return _fail("no_json", finish_reason)
+    keys = next((name for name, k in SCORE_KEYS.items() if k["relevance"] in obj or k["mentions"] in obj), "paper")
+    names = {"quality": "quality", "difficulty": "difficulty", **SCORE_KEYS[keys]}
+    score: dict[str, Any] = {"keys": keys}
+    for field, (low, high) in _RANGES.items():
+        key = names[field]
+        if key not in obj:
+            return _fail(f"missing_key:{key}", finish_reason)
+        number = _score_number(obj[key])
+        if number is None:
+            return Parsed(reason=f"not_a_number:{key}")
+        if not low <= number <= high:
+            return Parsed(reason=f"out_of_range:{key}")
+        score[field] = number
+    key = names["mentions"]
+    if key not in obj:
+        return _fail(f"missing_key:{key}", finish_reason)
+    mentions = _mentions(obj[key], mention_rule)
+    if mentions is None:
+        return Parsed(reason=f"not_true_false:{key}")
+    score["mentions_details"] = mentions
+    score["mentions_raw"] = obj[key] if isinstance(obj[key], (str, bool, int, float)) else repr(obj[key])
+    return Parsed(score)
+
+
+def parse_answers(text: Any, finish_reason: str | None = None) -> Parsed:
+    """A.3 (Qwen) output -> {"answer1": str, "answer2": str}."""
+    obj = json_object(text)
+    if obj is None:
+        return _fail("no_json", finish_reason)
+    answers = {}
+    for key in ("answer1", "answer2"):
+        value = _text_field(obj, key)
+        if value is None:
+            return _fail(f"missing_key:{key}" if key not in obj else f"not_text:{key}", finish_reason)
+        answers[key] = value
+    return Parsed(answers)
+
+
+_SECTION = r"(?:^|\n)[ \t#>*]*{name}[ \t*]*:?[ \t*]*(?:\n|$)"
+
+
+def parse_longform(text: Any, finish_reason: str | None = None) -> Parsed:
+    """A.3 (QwQ) output: must contain a Thought section followed by a Summarization section (as a
+    heading line such as "**Thought**", "## Thought", "Thought:"). Returns {"response", "thought",
+    "summarization"}; the response is the whole output, kept as the model wrote it."""
+    if not isinstance(text, str) or not text.strip():
+        return _fail("empty", finish_reason)
+    thought = re.search(_SECTION.format(name="Thought"), text, re.I)
+    summary = re.search(_SECTION.format(name="Summar(?:ization|isation|y)"), text, re.I)
+    if thought is None:
+        return _fail("missing_section:Thought", finish_reason)
+    if summary is None or summary.start() < thought.end():
+        return _fail("missing_section:Summarization", finish_reason)
+    summarization = text[summary.end():].strip()
+    if not summarization:
+        return _fail("empty_section:Summarization", finish_reason)
+    return Parsed(
+        {"response": text.strip(), "thought": text[thought.end():summary.start()].strip(), "summarization": summarization}
+    )
+
+
+def parse_department(text: Any, parent: str | None, finish_reason: str | None = None) -> Parsed:
+    """A department name from the exact label set of the level (Appendix D). Whitespace, surrounding
+    quotes or asterisks, a trailing period and a leading "Output:" are removed; nothing else is
+    forgiven: an output outside the set is `not_a_label`."""
+    if not isinstance(text, str):
+        return Parsed(reason="not_a_label")
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    if not lines:
+        return _fail("empty", finish_reason)
+    label = re.sub(r"^\s*output\s*:\s*", "", lines[0], flags=re.I)
+    label = label.strip().strip("*\"'`‘’“” ").rstrip(".").strip().strip("*\"'`‘’“” ")
+    if label in allowed_labels(parent):
+        return Parsed(label)
+    return Parsed(reason="not_a_label")

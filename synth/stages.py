@@ -1,0 +1,193 @@
+"""The stages. Model stages are datatrove rollouts that always return a record (status "ok", or
+"reject" with the reason, the raw output and the attempt count): datatrove deletes a document whose
+rollout returns None and kills the task when one raises. Pure stages (filter, sft) are functions.
+
+A record is {"id", "text", "status", "stage", ...stage fields, "attempts", "failures", "tokens"}.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from . import departments, prompts
+from .ask import Answer, Generate, ask
+from .config import SynthConfig
+from .filter import Item, select
+from .parse import parse_answers, parse_department, parse_longform, parse_questions, parse_score
+
+MODEL_STAGES = {"instruction": "instruction", "scoring": "scoring", "answer": "answer", "longform": "longform", "classify": "classifier"}
+
+
+def _record(doc, stage: str, answers: list[Answer], fields: dict, failed: Answer | None, prefix: str = "") -> dict:
+    record = {
+        **doc.metadata,
+        "id": str(doc.id),
+        "text": doc.text,
+        "stage": stage,
+        "status": "ok" if failed is None else "reject",
+        "attempts": sum(a.attempts for a in answers),
+        "failures": [f for a in answers for f in a.failures],
+        "tokens": {"prompt": sum(a.prompt_tokens for a in answers), "completion": sum(a.completion_tokens for a in answers)},
+        **fields,
+    }
+    if failed is not None:
+        record.update(reason=f"{prefix}{failed.reason}", raw=failed.raw)
+    return record
+
+
+async def _ask(generate: Generate, prompt: str, parser, config: SynthConfig, role: str, doc, slot: str) -> Answer:
+    return await ask(
+        generate,
+        prompts.chat(prompt),
+        parser,
+        role=config.role(role),
+        retry=config.retry,
+        seed_parts=(config.seed, role, doc.id, slot),
+    )
+
+
+async def instruction_rollout(doc, generate: Generate, config: SynthConfig) -> dict:
+    answer = await _ask(generate, prompts.instruction_prompt(doc.text), parse_questions, config, "instruction", doc, "q")
+    return _record(doc, "instruction", [answer], dict(answer.value or {}), None if answer.ok else answer)
+
+
+async def scoring_rollout(doc, generate: Generate, config: SynthConfig) -> dict:
+    rule = config.switches.mention_details
+
+    def parser(text, finish_reason):
+        return parse_score(text, finish_reason, mention_rule=rule)
+
+    answers, scores, failed, prefix = [], {}, None, ""
+    for key in ("question1", "question2"):
+        answer = await _ask(generate, prompts.scoring_prompt(doc.metadata[key]), parser, config, "scoring", doc, key)
+        answers.append(answer)
+        scores[key] = answer.value
+        if not answer.ok and failed is None:
+            failed, prefix = answer, f"{key}:"
+    usable = sum(score is not None for score in scores.values())
+    keep = usable == 2 or (usable == 1 and config.switches.missing_score == "keep_other")
+    return _record(doc, "scoring", answers, {"scores": scores}, None if keep else failed, prefix)
+
+
+def is_complex(difficulty: int, config: SynthConfig) -> bool:
+    threshold = config.switches.complex_threshold
+    return difficulty > threshold if config.switches.complex_op == ">" else difficulty >= threshold
+
+
+def filter_record(record: dict, config: SynthConfig) -> dict:
+    """Algorithm 1 on one scored pair -> the chosen instruction (ok) or a reject with the rule."""
+
+    def item(key: str) -> Item | None:
+        score = record["scores"].get(key)
+        if score is None:
+            return None
+        return Item(key, score["quality"], score["difficulty"], score["relevance"], score["mentions_details"])
+
+    decision = select(
+        item("question1"), item("question2"), seed=config.seed, doc_id=record["id"], missing=config.switches.missing_score
+    )
+    base = {"id": record["id"], "text": record["text"], "stage": "filter", "rule": decision.rule, "scores": record["scores"]}
+    if decision.chosen is None:
+        return {**base, "status": "reject", "reason": decision.rule}
+    chosen = decision.chosen
+    return {
+        **base,
+        "status": "ok",
+        "selected": chosen.key,
+        "instruction": record[chosen.key],
+        "quality": chosen.quality,
+        "complexity": chosen.complexity,
+        "relevance": chosen.relevance,
+        "instruction_type": "complex" if is_complex(chosen.complexity, config) else "common",
+    }
+
+
+_KEEP = ("instruction", "quality", "complexity", "relevance", "instruction_type")
+
+
+async def answer_rollout(doc, generate: Generate, config: SynthConfig) -> dict:
+    prompt = prompts.answer_prompt(doc.metadata["instruction"], doc.text)
+    answer = await _ask(generate, prompt, parse_answers, config, "answer", doc, "a")
+    fields = {k: doc.metadata[k] for k in _KEEP} | dict(answer.value or {})
+    return _record(doc, "answer", [answer], fields, None if answer.ok else answer)
+
+
+async def longform_rollout(doc, generate: Generate, config: SynthConfig) -> dict:
+    prompt = prompts.longform_prompt(doc.metadata["instruction"], doc.text)
+    answer = await _ask(generate, prompt, parse_longform, config, "longform", doc, "l")
+    fields = {k: doc.metadata[k] for k in _KEEP} | ({"longform": answer.value["response"]} if answer.ok else {})
+    return _record(doc, "longform", [answer], fields, None if answer.ok else answer)
+
+
+async def classify_rollout(doc, generate: Generate, config: SynthConfig) -> dict:
+    raw_text = config.switches.classify_input == "raw_text"
+    meta = doc.metadata
+
+    def prompt(parent):
+        return departments.classification_prompt(
+            parent, instruction=meta["instruction"], response=meta["response"], text=doc.text, raw_text=raw_text
+        )
+
+    first = await _ask(generate, prompt(None), lambda t, f: parse_department(t, None, f), config, "classifier", doc, "d1")
+    if not first.ok:
+        return _record(doc, "classify", [first], {}, first, "level1:")
+    second = await _ask(
+        generate, prompt(first.value), lambda t, f: parse_department(t, first.value, f), config, "classifier", doc, "d2"
+    )
+    fields = {"department": first.value}
+    if not second.ok:
+        return _record(doc, "classify", [first, second], fields, second, "level2:")
+    sub = None if second.value == departments.NONE_LABEL else second.value
+    return _record(doc, "classify", [first, second], fields | {"sub_department": sub}, None)
+
+
+ROLLOUTS = {
+    "instruction": instruction_rollout,
+    "scoring": scoring_rollout,
+    "answer": answer_rollout,
+    "longform": longform_rollout,
+    "classify": classify_rollout,
+}
+
+_CJK = re.compile(r"[\u3400-\u9fff]")
+
+
+def language(text: str) -> str:
+    """"zh" when CJK characters make up at least a fifth of the letters, else "en"."""
+    letters = [c for c in text if c.isalpha()]
+    return "zh" if letters and len(_CJK.findall(text)) * 5 >= len(letters) else "en"
+
+
+def sft_record(filtered: dict, chosen_answer: dict | None, longform: dict | None) -> dict:
+    """The SFT row of one instruction: complex ones take the long-form response, common ones the
+    answer the reward model preferred. A reject when that response is missing."""
+    base = {k: filtered[k] for k in ("id", "text", *_KEEP)} | {"stage": "sft", "language": language(filtered["instruction"])}
+    if filtered["instruction_type"] == "complex":
+        if longform is None:
+            return base | {"status": "reject", "reason": "no_longform_response"}
+        return base | {"status": "ok", "response": longform["longform"]}
+    if chosen_answer is None:
+        return base | {"status": "reject", "reason": "no_answer"}
+    return base | {"status": "ok", "response": chosen_answer["response"]}
+
+
+def dpo_record(filtered: dict, chosen_answer: dict | None, longform: dict | None, step_by_step: bool) -> dict | None:
+    """Complex instructions with both responses: chosen = long-form, rejected = the ordinary answer."""
+    if filtered["instruction_type"] != "complex" or longform is None or chosen_answer is None:
+        return None
+    prompt = filtered["instruction"] + (" Please think step by step." if step_by_step else "")
+    return {
+        "id": filtered["id"],
+        "text": filtered["text"],
+        "complexity": filtered["complexity"],
+        "quality": filtered["quality"],
+        "language": language(filtered["instruction"]),
+        "prompt": [{"role": "user", "content": prompt}],
+        "chosen": [{"role": "assistant", "content": longform["longform"]}],
+        "rejected": [{"role": "assistant", "content": chosen_answer["response"]}],
+    }
+
+
+def department_fields(record: dict) -> dict[str, Any]:
+    return {"department": record.get("department"), "sub_department": record.get("sub_department")}
