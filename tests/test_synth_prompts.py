@@ -20,7 +20,7 @@ OCR_FIXES = [
     ("aMedClsnswer", "answer"),  # "Ensure that the aMedClsnswer provides": a PDF artefact
     ('"answerl"', '"answer1"'),  # l for 1
     ("3—4", "3-4"),  # en dash extracted as em dash in the scoring scale
-    ("Rehabilita- tion", "Rehabilitation"),  # hyphenation at a line end
+    ("ehabilita- tion", "ehabilitation"),  # hyphenation at a line end (twice in Table 13)
     ("sub- department", "sub-department"),  # a hyphenated word broken at a line end
     ("*None’", "'None'"),  # mangled quotes around None
     ("’'None’", "'None'"),
