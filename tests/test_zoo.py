@@ -9,6 +9,12 @@ from finemed_eval import zoo
 from finemed_eval.zoo import ZOO, ZooError, canonical_model, is_embedded, list_zoo, resolve_pretrained
 
 
+@pytest.fixture(autouse=True)
+def empty_registry(tmp_path, monkeypatch):
+    """Trained models registered on this machine must not leak into these tests."""
+    monkeypatch.setenv("FINEMED_ZOO_DIR", str(tmp_path / "zoo"))
+
+
 def test_zoo_has_the_paper_models_with_their_hub_ids():
     assert ZOO["finemedlm"].source == "hongzhouyu/FineMedLM"
     assert ZOO["finemedlm-o1"].source == "hongzhouyu/FineMedLM-o1"

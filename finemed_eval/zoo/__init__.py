@@ -139,6 +139,7 @@ def register(
     target_dir.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=target_dir)
     try:
+        os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide the entry from other users of a shared zoo
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             json.dump(entry.to_dict(), handle, indent=2)
             handle.write("\n")

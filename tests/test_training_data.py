@@ -1,0 +1,112 @@
+"""Row selection from the released FineMed layouts: department filter, seeded sample and holdout,
+clear file/field errors, and rows that put the loss on the response and its end-of-turn only."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from finemed_eval.training.data import DataError, select
+
+FIXTURES = Path(__file__).parent / "fixtures" / "training"
+SFT, DPO = FIXTURES / "sft", FIXTURES / "dpo"
+
+
+def test_fixtures_have_exactly_the_released_columns():
+    from finemed_eval.training.data import DPO_FIELDS, SFT_FIELDS
+
+    for path in SFT.rglob("*.jsonl"):
+        for line in path.read_text().splitlines():
+            assert tuple(json.loads(line)) == SFT_FIELDS, path
+    for line in (DPO / "part-00000.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        assert tuple(row) == DPO_FIELDS
+        assert all(isinstance(row[k], list) and {"role", "content"} <= set(row[k][0]) for k in ("prompt", "chosen", "rejected"))
+
+
+def test_department_filter_sample_and_holdout_are_counted_and_seeded():
+    a = select("sft", str(SFT), department="all", sample_size=20, holdout_fraction=0.25, seed=3)
+    assert a.counts == {"loaded": 48, "department": 48, "sampled": 20, "holdout": 5, "train": 15}
+    assert len(a.files) == 3 and not any("SFTo1Data" in f for f in a.files)  # 'all' = departments, not long-form
+    again = select("sft", str(SFT), department="all", sample_size=20, holdout_fraction=0.25, seed=3)
+    other = select("sft", str(SFT), department="all", sample_size=20, holdout_fraction=0.25, seed=4)
+    assert a.train.to_list() == again.train.to_list() and a.holdout.to_list() == again.holdout.to_list()
+    assert a.train.to_list() != other.train.to_list()
+    assert a.sha256 == again.sha256 and len(a.sha256) == 64
+    held = {r["prompt"][-1]["content"] + r["completion"][0]["content"] for r in a.holdout}
+    assert not held & {r["prompt"][-1]["content"] + r["completion"][0]["content"] for r in a.train}
+
+
+def test_one_department_and_the_long_form_subset():
+    endo = select("sft", str(SFT), department="endocrinology")  # folder names match case- and space-insensitively
+    assert endo.counts["loaded"] == 16 and all("Endocrinology" in f for f in endo.files)
+    longform = select("sft", str(SFT), data_dir="SFTo1Data")
+    assert longform.counts["train"] == 16 and "**Thought**" in longform.train[0]["completion"][0]["content"]
+
+
+def test_sft_rows_are_conversational_prompt_completion_with_the_system_prompt():
+    row = select("sft", str(SFT), department="Surgery", system_prompt="You are a careful doctor.").train[0]
+    assert set(row) == {"prompt", "completion"}
+    assert [m["role"] for m in row["prompt"]] == ["system", "user"] and row["prompt"][0]["content"] == "You are a careful doctor."
+    assert [m["role"] for m in row["completion"]] == ["assistant"]
+
+
+def test_dpo_rows_keep_the_message_lists():
+    selection = select("dpo", str(DPO), sample_size=4, seed=1, system_prompt="Think first.")
+    row = selection.train[0]
+    assert set(row) == {"prompt", "chosen", "rejected"}
+    assert [m["role"] for m in row["prompt"]] == ["system", "user"]
+    assert row["chosen"][0]["role"] == row["rejected"][0]["role"] == "assistant"
+    assert selection.counts == {"loaded": 16, "department": 16, "sampled": 4, "train": 4}
+
+
+def test_an_unknown_department_names_the_folder_and_the_departments():
+    with pytest.raises(DataError) as error:
+        select("sft", str(SFT), department="Cardiology")
+    assert str(SFT) in str(error.value) and "Endocrinology" in str(error.value) and "InternalMedicine" in str(error.value)
+
+
+def test_a_missing_field_names_the_file_and_the_field(tmp_path):
+    bad = tmp_path / "Pediatrics" / "part-00000.jsonl"
+    bad.parent.mkdir()
+    bad.write_text(json.dumps({"text": "t", "instruction": "q", "answer": "a"}) + "\n")
+    with pytest.raises(DataError) as error:
+        select("sft", str(tmp_path), department="Pediatrics")
+    assert str(bad) in str(error.value) and "'response'" in str(error.value) and "FineMed-SFT" in str(error.value)
+    with pytest.raises(DataError, match="missing field.*'chosen'.*FineMed-DPO"):
+        select("dpo", str(bad))
+
+
+def test_an_empty_department_and_too_few_rows_are_errors(tmp_path):
+    (tmp_path / "Pediatrics").mkdir()
+    shutil.copytree(SFT / "Surgery", tmp_path / "Surgery")
+    with pytest.raises(DataError, match="no .jsonl/.json/.parquet files for department 'Pediatrics'"):
+        select("sft", str(tmp_path), department="Pediatrics")
+    with pytest.raises(DataError, match="sample_size 100 but only 16 rows"):
+        select("sft", str(tmp_path), department="Surgery", sample_size=100)
+    with pytest.raises(DataError, match="no such file or folder"):
+        select("sft", str(tmp_path / "nowhere"))
+
+
+def test_the_loss_covers_the_response_and_its_end_of_turn_only(tmp_path):
+    """TRL's completion mask on our rows: system prompt, question and assistant header are masked; the
+    response and the end-of-turn token (`<|im_end|>`, SmolLM2's eos) are trained on."""
+    from trl import SFTConfig, SFTTrainer
+
+    from finemed_eval.training.tiny import derive_tiny_model
+
+    model = derive_tiny_model(tmp_path / "m", layers=1, hidden_size=32)
+    selection = select("sft", str(SFT), department="Endocrinology", sample_size=2, seed=1, system_prompt="Be brief.")
+    args = SFTConfig(output_dir=str(tmp_path / "out"), report_to="none", bf16=False, max_length=128, activation_checkpointing=False)
+    trainer = SFTTrainer(model=str(model), args=args, train_dataset=selection.train)
+    tokenizer = trainer.processing_class
+    batch = trainer.data_collator([trainer.train_dataset[0]])
+    trained = [t for t in batch["labels"][0].tolist() if t != -100]
+    response = selection.train[0]["completion"][0]["content"]
+    text = tokenizer.decode(trained)
+    assert text.startswith(response) and tokenizer.eos_token == "<|im_end|>"
+    assert text[len(response) :] == "<|im_end|>\n"  # the template's end-of-turn, nothing of the prompt
+    assert "Be brief." not in text and "assistant" not in text

@@ -1,0 +1,190 @@
+"""Recipes: every shipped recipe parses through TRL's TrlParser; the paper's numbers are the paper's;
+bad keys, types and batch arithmetic fail as one clear error before anything is loaded."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from finemed_eval.training.args import RecipeError, load_recipe, recipes_root
+
+SHIPPED = sorted(str(p.relative_to(recipes_root()).with_suffix("")) for p in recipes_root().rglob("*.yaml"))
+FULL = [r for r in SHIPPED if not r.startswith("tiny/")]
+
+
+def _load(name: str, *overrides: str, world_size: int = 4):
+    # The full recipes say bf16 (GPU); use_cpu lets TrainingArguments accept them on this machine.
+    if name not in FULL:
+        return load_recipe(name, list(overrides), world_size=1)
+    return load_recipe(name, ["--use_cpu", "true", *overrides], world_size=world_size)
+
+
+def test_shipped_recipes_are_the_paper_chain_the_released_variants_and_a_tiny_twin_of_each():
+    assert FULL == [
+        "finemedlm-o1/dpo",
+        "finemedlm-o1/sft",
+        "finemedlm/stage1",
+        "finemedlm/stage2",
+        "finemedlm/stage3",
+        "released/dpo",
+        "released/o1-sft",
+    ]
+    assert sorted(r.removeprefix("tiny/") for r in SHIPPED if r.startswith("tiny/")) == FULL
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_every_shipped_recipe_parses_into_trl_configs(name):
+    from trl import DPOConfig, ModelConfig, SFTConfig
+
+    recipe = _load(name)
+    assert isinstance(recipe.train, SFTConfig if recipe.finemed.stage == "sft" else DPOConfig)
+    assert isinstance(recipe.model, ModelConfig) and recipe.model.model_name_or_path
+    assert recipe.finemed.register_as and recipe.finemed.paper_recipe in FULL
+
+
+def test_paper_recipes_carry_the_papers_hyperparameters():
+    # paper §3.1: (lr, batch, epochs, sampled rows, department)
+    expected = {
+        "finemedlm/stage1": (3e-5, 256, 2, 200_000, None),
+        "finemedlm/stage2": (5e-6, 128, 2, 36_000, "InternalMedicine"),
+        "finemedlm/stage3": (5e-6, 128, 1, 11_000, "Endocrinology"),
+    }
+    for name, (lr, batch, epochs, rows, department) in expected.items():
+        r = _load(name)
+        assert (r.train.learning_rate, r.finemed.global_batch_size, r.train.num_train_epochs) == (lr, batch, epochs)
+        assert (r.finemed.sample_size, r.finemed.department) == (rows, department)
+        assert r.train.max_length == 1024 and r.train.warmup_steps == 0.1 and r.train.lr_scheduler_type == "cosine"
+        assert r.train.weight_decay == 0.01 and r.finemed.dropout == 0.1 and r.train.bf16
+        assert r.train.load_best_model_at_end and r.train.metric_for_best_model == "eval_loss"
+        # batch 256/128 on the paper's 4 GPUs: accumulation fills what the devices cannot hold
+        assert r.train.per_device_train_batch_size * 4 * r.train.gradient_accumulation_steps == batch
+    assert _load("finemedlm/stage1").finemed.holdout_fraction == 0.1
+    assert _load("finemedlm/stage2").model.model_name_or_path == "finemedlm-stage1"
+    assert _load("finemedlm/stage3").model.model_name_or_path == "finemedlm-stage2"
+    o1 = _load("finemedlm-o1/sft")  # §3.2
+    assert (o1.train.learning_rate, o1.finemed.global_batch_size, o1.train.max_length, o1.train.num_train_epochs) == (
+        5e-7, 64, 8192, 2
+    )
+    assert o1.finemed.sample_size == 17_000 and o1.finemed.data_dir == "SFTo1Data"
+    assert o1.model.model_name_or_path == "finemedlm-stage3"
+    dpo = _load("finemedlm-o1/dpo")
+    assert (dpo.train.beta, dpo.train.num_train_epochs, dpo.finemed.sample_size) == (0.1, 1, None)  # all pairs
+    assert dpo.model.model_name_or_path == "finemedlm-o1-sft"
+
+
+def test_released_variants_differ_from_the_paper_where_the_code_does():
+    sft, dpo = _load("released/o1-sft"), _load("released/dpo")
+    assert sft.train.learning_rate == 5e-6 and sft.train.max_length is None and sft.finemed.dropout is None
+    assert dpo.train.learning_rate == 1e-7 and dpo.finemed.sample_size == 12_800 and dpo.train.max_length is None
+    from finemed_eval.training.provenance import deviations
+
+    assert set(deviations(sft.raw, "finemedlm-o1/sft")) >= {"learning_rate", "max_length", "dropout"}
+    # the paper recipe itself deviates only by what the command line changed
+    assert deviations(_load("finemedlm/stage2").raw, "finemedlm/stage2") == {"use_cpu": {"paper": None, "here": "true"}}
+
+
+def test_trl_1x_traps_are_handled_in_the_recipes():
+    for name in SHIPPED:
+        raw = yaml.safe_load((recipes_root() / f"{name}.yaml").read_text())
+        assert "bf16" in raw, f"{name}: TRL 1.x defaults bf16 on; every recipe must say"
+        assert "warmup_ratio" not in raw and raw["warmup_steps"] < 1, f"{name}: warm-up ratio is warmup_steps < 1"
+        assert not raw.get("assistant_only_loss"), f"{name}: the loss mask comes from prompt/completion rows"
+        if raw["stage"] == "dpo":
+            assert not (raw.get("disable_dropout", True) and raw.get("dropout")), name
+
+
+def _error(tmp_path: Path, text: str, *overrides: str, world_size: int = 1) -> str:
+    path = tmp_path / "recipe.yaml"
+    path.write_text(text)
+    with pytest.raises(RecipeError) as error:
+        load_recipe(path, list(overrides), world_size=world_size)
+    return str(error.value)
+
+
+GOOD = "stage: sft\nmodel_name_or_path: some-org/some-model\ndata: some-org/some-data\nbf16: false\n"
+
+
+def test_unknown_keys_get_a_did_you_mean(tmp_path):
+    message = _error(tmp_path, GOOD + "learnig_rate: 1.0e-5\nglobal_batchsize: 4\n")
+    assert "unknown key 'learnig_rate' (did you mean 'learning_rate'?)" in message
+    assert "unknown key 'global_batchsize' (did you mean 'global_batch_size'?)" in message
+    assert str(tmp_path / "recipe.yaml") in message
+
+
+def test_wrong_types_are_rejected_with_the_expected_type(tmp_path):
+    message = _error(tmp_path, GOOD + "learning_rate: fast\nnum_train_epochs: [1]\nsample_size: 2.5\nbf16: maybe\n")
+    assert "key 'learning_rate' expects float" in message
+    assert "key 'num_train_epochs'" in message and "key 'sample_size'" in message and "key 'bf16'" in message
+
+
+def test_overrides_get_the_same_checks(tmp_path):
+    assert "unknown override --lerning_rate (did you mean 'learning_rate'?)" in _error(tmp_path, GOOD, "--lerning_rate", "1")
+    assert "override --per_device_train_batch_size expects int" in _error(
+        tmp_path, GOOD, "--per_device_train_batch_size", "two"
+    )
+
+
+def test_a_global_batch_that_does_not_divide_is_an_error(tmp_path):
+    text = GOOD + "global_batch_size: 6\nper_device_train_batch_size: 2\n"
+    assert "global_batch_size 6 is not a multiple of per_device_train_batch_size 2 x 2 process(es)" in _error(
+        tmp_path, text, world_size=2
+    )
+    path = tmp_path / "recipe.yaml"
+    assert load_recipe(path, world_size=1).train.gradient_accumulation_steps == 3
+    assert "not both" in _error(tmp_path, text + "gradient_accumulation_steps: 2\n")
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        ("", "key 'stage' must be one of sft, dpo"),
+        ("stage: ppo\n", "key 'stage' must be one of sft, dpo"),
+    ],
+)
+def test_stage_is_required(tmp_path, extra, expected):
+    assert expected in _error(tmp_path, extra + "model_name_or_path: a/b\ndata: c/d\nbf16: false\n")
+
+
+def test_contradictions_are_errors(tmp_path):
+    dpo = "stage: dpo\nmodel_name_or_path: a/b\ndata: c/d\nbf16: false\n"
+    assert "disable_dropout is true but dropout is set" in _error(tmp_path, dpo + "dropout: 0.1\n")
+    assert "eval_strategy needs a holdout" in _error(tmp_path, GOOD + "eval_strategy: epoch\n")
+    assert "holdout_fraction must be in [0, 1)" in _error(tmp_path, GOOD + "holdout_fraction: 1.5\n")
+    assert "register_as 'Bad/Name'" in _error(tmp_path, GOOD + "register_as: Bad/Name\n")
+    assert "key 'data' is required" in _error(tmp_path, "stage: sft\nmodel_name_or_path: a/b\nbf16: false\n")
+
+
+def test_unknown_recipe_names_suggest_a_shipped_one():
+    with pytest.raises(RecipeError, match="Did you mean 'finemedlm/stage1'"):
+        load_recipe("finemedlm/stage_1")
+
+
+def test_finemed_train_reports_recipe_errors_in_one_line_before_launching(tmp_path):
+    path = tmp_path / "recipe.yaml"
+    path.write_text(GOOD + "learnig_rate: 1.0e-5\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "finemed_eval.cli", "train", str(path), "--accelerate", "cpu2"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "did you mean 'learning_rate'" in done.stderr and "accelerate" not in done.stdout
+
+
+def test_finemed_train_builds_the_accelerate_command_with_config_and_overrides(tmp_path):
+    from finemed_eval.training.launch import build_command, shipped_configs
+
+    assert shipped_configs() == ["cpu2", "multi_gpu", "zero3", "zero3_cpu", "zero3_multinode"]
+    recipe = load_recipe("tiny/finemedlm/stage2", ["--learning_rate", "1e-4"], world_size=2)
+    command, env = build_command(recipe, "cpu2", ["--learning_rate", "1e-4"])
+    assert command[1:3] == ["-m", "accelerate.commands.launch"]
+    assert command[command.index("--config_file") + 1].endswith("training/accelerate/cpu2.yaml")
+    assert command[-6:] == ["-m", "finemed_eval.training.sft", "--config", str(recipe.path), "--learning_rate", "1e-4"]
+    assert env["ACCELERATE_USE_CPU"] == "true"
+    with pytest.raises(RecipeError, match="not one of cpu2"):
+        build_command(recipe, "zero4", [])
+    # the paper's batch on 4 GPUs: checked against the config's process count before launching
+    assert load_recipe("finemedlm/stage1", ["--use_cpu", "true"], world_size=4).train.gradient_accumulation_steps == 8
