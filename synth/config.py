@@ -151,7 +151,7 @@ def from_dict(cls: type, data: Any, *, where: str, prefix: str = "") -> Any:
         dotted = f"{prefix}{key}"
         if key not in names:
             guess = difflib.get_close_matches(str(key), names, n=1)
-            hint = f"; did you mean {prefix}{guess[0]!r}?" if guess else f"; known keys: {', '.join(names)}"
+            hint = f"; did you mean {prefix + guess[0]!r}?" if guess else f"; known keys: {', '.join(names)}"
             raise ConfigError(f"{where}: unknown key {dotted!r}{hint}")
         kwargs[key] = _convert(hints[key], value, where=where, dotted=dotted)
     return cls(**kwargs)
