@@ -53,6 +53,8 @@ def build(run: Any, trainer: Any, out: Path) -> dict:
     recipe = run.recipe
     train_losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
     eval_losses = [e["eval_loss"] for e in trainer.state.log_history if "eval_loss" in e]
+    summary = next((e for e in reversed(trainer.state.log_history) if "train_runtime" in e), {})
+    tokens = next((e["num_tokens"] for e in reversed(trainer.state.log_history) if "num_tokens" in e), None)
     probe = next((c for c in trainer.callback_handler.callbacks if isinstance(c, LaunchProbe)), None)
     return {
         "register_as": recipe.finemed.register_as,
@@ -89,6 +91,8 @@ def build(run: Any, trainer: Any, out: Path) -> dict:
             "train_loss_last": train_losses[-1] if train_losses else None,
             "train_losses": train_losses,
             "eval_losses": eval_losses,
+            "train_runtime_s": summary.get("train_runtime"),
+            "train_tokens": tokens,  # TRL's count of the tokens the trainer consumed (SFT)
         },
         "weights_sha256": weights_sha256(out),
         "code": code_revision(),
