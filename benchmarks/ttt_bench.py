@@ -27,8 +27,9 @@ from lm_eval.api.registry import get_model
 from lm_eval.tasks import TaskManager
 
 from finemed_eval.embedded import embedded_model_dir
-from finemed_eval.ttt.adapt import collate, encode
-from finemed_eval.ttt.lm import group_by_document, query_of
+from finemed_eval.ttt.adapt import collate
+from finemed_eval.ttt.lm import query_of
+from finemed_eval.ttt.render import Format
 
 REFERENCE_MAX_LENGTH = 2048
 LR = 1e-5
@@ -51,6 +52,13 @@ def corpus_file(data_dir: Path) -> Path:
     path = Path(tempfile.mkdtemp()) / "medmcqa_explanations.jsonl"
     path.write_text("\n".join(json.dumps(r) for r in rows))
     return path
+
+
+def group_by_document(requests) -> list[list[tuple[int, object]]]:
+    groups: dict[tuple, list] = {}
+    for position, request in enumerate(requests):
+        groups.setdefault((request.task_name, request.doc_id), []).append((position, request))
+    return list(groups.values())
 
 
 def answers(scores, groups) -> list[int]:
@@ -104,12 +112,13 @@ def main() -> None:
     common = dict(pretrained=path, device="cpu", batch_size=8, corpus=corpus, retriever="minilm", cache=False)
 
     full = make(ttt="full", lr=LR, **common)
-    neighbours = full._retriever.search([query_of(g[0]) for g in groups], k=1)
+    neighbours = full._retriever.search([query_of(g[0][1]) for g in groups], k=1)
     full.loglikelihood(requests[:4], disable_tqdm=True)  # warm-up: allocator, index load
     scores_a, time_a = timed(lambda: full.loglikelihood(requests, disable_tqdm=True))
 
     # Floor of (a): one training step on the real tokens of each neighbour, plus plain scoring (d).
-    examples = [encode(full.tokenizer, n[0].question, n[0].response, full.max_length) for n in neighbours]
+    # The finemed tasks answer on plain text, so ttt_format=auto trains on plain text too.
+    examples = [full._adapter.encode(n[0].question, n[0].response, Format("plain")) for n in neighbours]
     _, time_train = timed(lambda: [full._adapter._train(collate([e], full._adapter._pad_id())) for e in examples])
     full._adapter._restore()
     del full

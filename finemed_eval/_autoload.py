@@ -12,6 +12,7 @@ import sys
 _HOOKS = {
     "lm_eval.models": "register_model",
     "lm_eval.tasks.manager": "add_task_folder",
+    "lm_eval.loggers.evaluation_tracker": "save_ttt_logs_with_results",
 }
 
 

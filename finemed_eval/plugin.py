@@ -1,8 +1,10 @@
-"""The only place that touches lm-eval's registries: the `finemed_ttt` model and our task folder."""
+"""The only place that touches lm-eval's registries: the `finemed_ttt` model, our task folder, and the
+TTT log written beside lm-eval's results."""
 
 from __future__ import annotations
 
 import inspect
+import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -56,3 +58,27 @@ def with_task_folder(include_path) -> list:
     if any(Path(p).resolve() == ours.resolve() for p in given):
         return given
     return [ours, *given]
+
+
+def save_ttt_logs_with_results(tracker_module: ModuleType | None = None) -> None:
+    """`--output_path` also gets each live finemed_ttt model's log, beside lm-eval's results file."""
+    if tracker_module is None:
+        import lm_eval.loggers.evaluation_tracker as tracker_module
+    tracker = tracker_module.EvaluationTracker
+    if getattr(tracker.save_results_aggregated, "_finemed_wrapped", False):
+        return
+    original = tracker.save_results_aggregated
+
+    def save_results_aggregated(self, results, samples=None):
+        original(self, results, samples)
+        if not self.output_path or "finemed_eval.ttt.log" not in sys.modules:
+            return  # no finemed_ttt model was ever built in this process
+        from finemed_eval.ttt.log import write_beside_results
+
+        path = Path(self.output_path)
+        folder = path.parent if path.suffix == ".json" else path / str(self.general_config_tracker.model_name_sanitized)
+        write_beside_results(folder, self.date_id)
+
+    save_results_aggregated._finemed_wrapped = True
+    save_results_aggregated.__wrapped__ = original
+    tracker.save_results_aggregated = save_results_aggregated

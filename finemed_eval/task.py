@@ -19,9 +19,7 @@ class FineMedTask(ConfigurableTask):
     def __init__(self, config: dict | None = None, **kwargs) -> None:
         config = dict(config or {})
         config.pop("class", None)  # the YAML key that routed lm-eval here, not a TaskConfig field
-        self._eval_docs: list[dict] | None = None
-        super().__init__(config=config, **kwargs)  # its set-up inspects test_docs() as a Dataset
-        self._eval_docs = list(super().test_docs())
+        super().__init__(config=config, **kwargs)
 
     def download(self, dataset_kwargs: dict | None = None, **kwargs) -> None:
         options = dict(dataset_kwargs or {})
@@ -40,12 +38,6 @@ class FineMedTask(ConfigurableTask):
             "eval_split": data.eval_split,
             "fewshot_split": data.fewshot_split,
         }
-
-    def test_docs(self):
-        """One list of dicts, built once: the documents lm-eval builds requests from are the very
-        objects it later scores and logs, so a model can attach a per-document record (finemed_ttt
-        logs its neighbour and adaptation there)."""
-        return super().test_docs() if self._eval_docs is None else self._eval_docs
 
 
 def _by_type(doc: dict, correct: bool) -> dict[str, float]:

@@ -35,5 +35,19 @@ def test_lm_evals_mmlu_pro_health_runs_with_ttt(shared_data, embedded_model, tmp
         task_manager=TaskManager(include_path=str(tmp_path), include_defaults=False),
     )
     assert results["results"]["mmlu_pro_health_local"]["exact_match,custom-extract"] >= 0.0
-    assert lm.adaptations == 2  # one per document, the question read from lm-eval's own `question` field
+    assert lm.adaptations == 1  # one per distinct neighbour set (a one-row corpus), questions read from lm-eval's `question` field
     assert len(results["samples"]["mmlu_pro_health_local"]) == 2
+    # The model keeps its own log, so lm-eval's built-in tasks get TTT records too, written beside
+    # lm-eval's results file as the stock CLI's --output_path writes it.
+    from lm_eval.loggers import EvaluationTracker
+
+    tracker = EvaluationTracker(output_path=str(tmp_path / "out"))
+    tracker.general_config_tracker.model_name_sanitized = "smollm2"
+    tracker.save_results_aggregated(results=results, samples=results["samples"])
+    (log,) = (tmp_path / "out" / "smollm2").glob("finemed_ttt_*.jsonl")
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    adapted = [r for r in records if "neighbours" in r]
+    assert sorted(r["doc_id"] for r in adapted) == [0, 1]
+    assert all(r["neighbours"][0]["id"] == "c1" and r["trained_tokens"] > 0 for r in adapted)
+    generated = [r for r in records if "hit_token_limit" in r]
+    assert len(generated) == 2 and all(r["max_gen_toks"] == 16 for r in generated)

@@ -84,9 +84,10 @@ def test_multi_answer_choices_are_every_letter_set():
 def test_multi_answer_scoring_is_exact_set_match_per_kind():
     multi = {"options": list("vwxyz"), "multi": True, "answer": "ACE"}
     single = {"options": list("vwxy"), "multi": False, "answer": "B"}
-    assert process_cot_by_type(multi, ["所以答案是E、C、A。"]) == {"acc": 1.0, "acc_multi": 1.0}
-    assert process_cot_by_type(multi, ["答案：AC"]) == {"acc": 0.0, "acc_multi": 0.0}
-    assert process_cot_by_type(single, ["The answer is (B)."]) == {"acc": 1.0, "acc_single": 1.0}
+    read = {"no_answer": 0.0, "extraction_rule": "answer_statement"}
+    assert process_cot_by_type(multi, ["所以答案是E、C、A。"]) == {"acc": 1.0, "acc_multi": 1.0, **read}
+    assert process_cot_by_type(multi, ["答案：AC"]) == {"acc": 0.0, "acc_multi": 0.0, **read}
+    assert process_cot_by_type(single, ["The answer is (B)."]) == {"acc": 1.0, "acc_single": 1.0, **read}
     scores = [(-5.0, False)] * 31
     scores[mc_choices(multi).index("ACE")] = (-1.0, True)
     assert process_mc_by_type(multi, scores) == {"acc": 1.0, "acc_multi": 1.0}

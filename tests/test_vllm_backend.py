@@ -1,4 +1,4 @@
-"""backend=vllm request plumbing. vLLM needs a GPU, so this is the one place a stand-in is used:
+"""engine=vllm request plumbing. vLLM needs a GPU, so this is the one place a stand-in is used:
 a fake `vllm` module with the real API names (LLM, SamplingParams, lora.request.LoRARequest)
 records what finemed_ttt sends. Adapters are trained for real (SmolLM2, peft, MiniLM, faiss)."""
 
@@ -77,7 +77,7 @@ def test_one_engine_call_with_one_trained_adapter_per_document(stand_in_vllm, em
     corpus = tmp_path / "corpus.jsonl"
     corpus.write_text("\n".join(json.dumps(r) for r in rows))
     lm = get_model("finemed_ttt")(
-        pretrained=str(embedded_model), device="cpu", ttt="lora", backend="vllm", corpus=str(corpus), retriever="minilm", lr=1e-4
+        pretrained=str(embedded_model), device="cpu", ttt="lora", engine="vllm", corpus=str(corpus), retriever="minilm", lr=1e-4
     )
     (engine,) = stand_in_vllm
     assert engine.kwargs["enable_lora"] is True and engine.kwargs["max_lora_rank"] == 16
@@ -91,15 +91,15 @@ def test_one_engine_call_with_one_trained_adapter_per_document(stand_in_vllm, em
     assert params[0] == SamplingParams(max_tokens=32, stop=["Question:"], temperature=0.0)
     assert [lora.lora_int_id for lora in loras] == [1, 2, 1]  # documents sharing a neighbour share its adapter
     assert all(Path(lora.lora_path, "adapter_model.safetensors").is_file() for lora in loras)  # real peft saves
-    assert lm.adaptations == 3
+    assert lm.adaptations == 2  # one per distinct neighbour: documents 1 and 3 share theirs
 
 
 def test_vllm_serves_lora_only(stand_in_vllm):
-    with pytest.raises(ValueError, match="backend"):
-        get_model("finemed_ttt")(ttt="full", backend="vllm")
+    with pytest.raises(ValueError, match="engine"):
+        get_model("finemed_ttt")(ttt="full", engine="vllm")
 
 
 def test_missing_vllm_names_the_extra(monkeypatch, embedded_model):
     monkeypatch.setitem(sys.modules, "vllm", None)
     with pytest.raises(ImportError, match=r"finemed-eval\[vllm\]"):
-        get_model("finemed_ttt")(pretrained=str(embedded_model), device="cpu", backend="vllm")
+        get_model("finemed_ttt")(pretrained=str(embedded_model), device="cpu", engine="vllm")

@@ -1,29 +1,33 @@
 """`finemed_ttt`: lm-eval's HFLM plus test-time training (FineMedLM-o1 §3.3).
 
-For every test document: retrieve the nearest long-form reasoning example for its question, adapt
-the model on it, answer ALL of that document's requests, restore the weights exactly. With
-`ttt=off` it is HFLM unchanged (same scores, same speed).
+The flow reads one way: options → retrieval → adaptation → answers. For every test document the
+nearest long-form reasoning example(s) are retrieved for its bare question; documents are grouped
+by adaptation key (neighbour ids + rendering); each group adapts the model once, answers all its
+requests (every option of every document, across all tasks and seeds of the call), and the weights
+are restored exactly. With `ttt=off` it is HFLM unchanged (same scores, same speed).
 """
 
 from __future__ import annotations
 
 import inspect
+import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 
 import torch
 from lm_eval.api.instance import Instance
 from lm_eval.models.huggingface import HFLM
 from tqdm import tqdm
 
-from finemed_eval.ttt.options import TTTOptions
+from finemed_eval.ttt.log import TTTLog
+from finemed_eval.ttt.options import TTTError, TTTOptions
+from finemed_eval.ttt.render import Format
 from finemed_eval.zoo import is_embedded
 
 # Keys under which lm-eval and finemed documents carry the bare test question (the retrieval query).
 QUERY_FIELDS = ("question", "Question", "sent1", "query", "problem", "input", "text")
-# Where a document's adaptation record goes (shows up in --log_samples for finemed tasks).
-SAMPLE_KEY = "finemed_ttt"
+LOST_UPDATE = 0.5  # below this changed fraction, most of a full-mode update was rounded away
 
 # HFLM's own arguments, read once (also keeps working when tests replace HFLM.__init__).
 _HFLM_PARAMS = frozenset(inspect.signature(HFLM.__init__).parameters) - {"self", "kwargs", "pretrained"}
@@ -31,124 +35,238 @@ _HFLM_PARAMS = frozenset(inspect.signature(HFLM.__init__).parameters) - {"self",
 _FROM_PRETRAINED_KWARGS = {"attn_implementation", "low_cpu_mem_usage", "use_safetensors", "local_files_only"}
 
 
+@dataclass(frozen=True)
+class Document:
+    task: str
+    doc_id: int
+    query: str
+    fmt: Format
+    requests: list[tuple[int, Instance]]  # (position in the call, request)
+
+
 class FineMedTTT(HFLM):
     def __init__(self, pretrained=None, **kwargs) -> None:
         hflm_kwargs, ttt_kwargs = _split_kwargs(kwargs)
         embedded = pretrained is None or (isinstance(pretrained, str) and is_embedded(pretrained))
-        self.ttt_options = TTTOptions.from_model_args(ttt_kwargs, embedded=embedded)
-        if hflm_kwargs.get("backend", "default") not in ("default", "causal"):
-            raise ValueError("finemed_ttt: model argument 'backend' must be 'hf' or 'vllm' (TTT needs a causal LM)")
+        options = self.ttt_options = TTTOptions.from_model_args(ttt_kwargs, embedded=embedded)
         hflm_kwargs["backend"] = "causal"
         # HFLM's own default is "cuda" even on machines without one.
         hflm_kwargs.setdefault("device", "cuda" if torch.cuda.is_available() else "cpu")
-        # Retrieval and adapter set-up validate their inputs before the model is loaded.
-        self._retriever = self.ttt_options.build_retriever()
+        check_dtype_supported(hflm_kwargs.get("dtype"), str(hflm_kwargs["device"]))
+        # Corpus, retriever and adapter inputs are checked before the model is loaded.
+        corpus = self._load_corpus() if options.ttt != "off" else None
+        self._retriever = None if options.reference or corpus is None else self._build_retriever(corpus)
         resolved = _resolve_pretrained(pretrained)
         super().__init__(pretrained=resolved, **hflm_kwargs)
-        self._adapter = self.ttt_options.build_adapter(self._model, self.tokenizer, self.max_length)
-        if self._adapter is not None:
+        self._adopt_cpu_data_parallel()
+        self._adapter = None
+        if options.ttt != "off":
+            from finemed_eval.ttt.adapt import Adapter
+
+            self._adapter = Adapter(self._model, self.tokenizer, options, self.max_length)
             self._model = self._adapter.model  # the PeftModel in lora mode; the same module in full mode
+        if options.reference and corpus is not None:  # embeds whole conversations: needs the tokenizer
+            self._retriever = self._build_retriever(corpus)
         self._vllm = None
-        if self.ttt_options.backend == "vllm":
+        if options.engine == "vllm":
             from finemed_eval.ttt.vllm_backend import VLLMAdapterServer
 
-            self._vllm = VLLMAdapterServer(str(resolved), lora_r=self.ttt_options.lora_r)
-        self.adaptations = 0  # documents adapted so far (tests count it)
+            self._vllm = VLLMAdapterServer(str(resolved), lora_r=options.lora_r)
+        self.log = TTTLog(_per_process(options.ttt_log, self.rank, self.world_size))
+        self._chat_rendered: dict[str, str | None] = {}  # chat-rendered context -> its system message
+        self.adaptations = 0  # adaptations run so far (tests count it)
+
+    # ---- set-up --------------------------------------------------------------------------------
+    def _load_corpus(self):
+        from finemed_eval.ttt.retrieval import load_corpus
+
+        o = self.ttt_options
+        return load_corpus(o.corpus, question_field=o.corpus_question_field, response_field=o.corpus_response_field)
+
+    def _build_retriever(self, corpus):
+        from finemed_eval.ttt.retrieval import Retriever
+
+        o = self.ttt_options
+        if not o.reference:
+            return Retriever(corpus, encoder=o.retriever, index=o.retrieval_index)
+        from finemed_eval.ttt.render import reference_text
+
+        return Retriever(
+            corpus, encoder=o.retriever, index="flat", recipe="reference",
+            text_of=lambda row: reference_text(self.tokenizer, row.question, row.response),
+        )
+
+    def _adopt_cpu_data_parallel(self) -> None:
+        """HFLM only shards documents over accelerate processes when it counts >1 GPU; on CPU
+        (gloo) every process would evaluate everything. Take rank and world size from accelerate."""
+        accelerator = getattr(self, "accelerator", None)
+        if accelerator is not None and accelerator.num_processes > 1 and self._world_size == 1:
+            self._rank = accelerator.process_index
+            self._world_size = accelerator.num_processes
 
     # ---- lm-eval request API -------------------------------------------------------------
+    def apply_chat_template(self, chat_history: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
+        rendered = super().apply_chat_template(chat_history, add_generation_prompt)
+        system = next((m["content"] for m in chat_history if m.get("role") == "system"), None)
+        self._chat_rendered[rendered] = system  # its requests are answered in chat: train in chat too
+        return rendered
+
     def loglikelihood(self, requests: list[Instance], disable_tqdm: bool = False):
-        return self._per_document(requests, super().loglikelihood, disable_tqdm)
+        return self._answer(requests, lambda batch: HFLM.loglikelihood(self, batch, disable_tqdm=True), disable_tqdm)
 
     def loglikelihood_rolling(self, requests: list[Instance], disable_tqdm: bool = False):
-        return self._per_document(requests, super().loglikelihood_rolling, disable_tqdm)
+        return self._answer(requests, lambda batch: HFLM.loglikelihood_rolling(self, batch, disable_tqdm=True), disable_tqdm)
 
     def generate_until(self, requests: list[Instance], disable_tqdm: bool = False):
-        if self._vllm is not None:
-            return self._generate_with_vllm(requests, disable_tqdm)
-        return self._per_document(requests, super().generate_until, disable_tqdm)
+        if self._vllm is None:
+            texts = self._answer(requests, lambda batch: HFLM.generate_until(self, batch, disable_tqdm=True), disable_tqdm)
+        else:  # adapters are saved inside each adaptation; one batched engine call answers them all
+            loras = self._answer(requests, lambda batch: [self._vllm.lora_request(self._model, self._key)] * len(batch), disable_tqdm)
+            texts = self._vllm.generate([r.args[0] for r in requests], [r.args[1] for r in requests], loras)
+        self._log_generations(requests, texts)
+        return texts
 
-    def _generate_with_vllm(self, requests: list[Instance], disable_tqdm: bool) -> list[str]:
-        """Adapt per document on the HF copy, save each adapter, then ONE batched vLLM call."""
-        lora_requests: list = [None] * len(requests)
-        if self._adapter is not None and self._adapter.config.trains:
-            groups = group_by_document(requests)
-            neighbours = self._retriever.search([query_of(group[0]) for group in groups], k=self.ttt_options.top_k)
-            for group, found in tqdm(list(zip(groups, neighbours)), desc="TTT adapters", disable=disable_tqdm):
-                key = tuple(n.id for n in found)
-                with self._adapter.adapted([(n.question, n.response) for n in found], cache_key=key) as stats:
-                    self.adaptations += 1
-                    lora = self._vllm.lora_request(self._adapter.model, key)
-                _record(group, found, stats)
-                for position, _ in group:
-                    lora_requests[position] = lora
-        contexts = [request.args[0] for request in requests]
-        gen_kwargs = [request.args[1] for request in requests]
-        return self._vllm.generate(contexts, gen_kwargs, lora_requests)
-
-    # ---- test-time training -----------------------------------------------------------------
-    def _per_document(self, requests: list[Instance], answer: Callable, disable_tqdm: bool) -> list:
-        if self._adapter is None or not self._adapter.config.trains:
+    # ---- the one loop: retrieve, group by adaptation key, adapt once, answer, restore ----------
+    def _answer(self, requests: list[Instance], answer: Callable[[list[Instance]], list], disable_tqdm: bool) -> list:
+        if self._adapter is None or not self.ttt_options.trains:
             # Nothing would change the weights (ttt=off, steps=0 or lr=0): answer exactly as HFLM does,
             # batched across documents, so the scores are bit-identical to ttt=off.
-            return answer(requests, disable_tqdm=disable_tqdm)
-        groups = group_by_document(requests)
-        queries = [query_of(group[0]) for group in groups]
-        neighbours = self._retriever.search(queries, k=self.ttt_options.top_k)
+            if self._vllm is not None:
+                self._key = None
+                return [None] * len(requests)
+            return answer(requests)
+        documents = self._documents(requests)
+        found = self._retrieve(documents)
+        groups = self._group_by_adaptation(documents, found)
         results: list = [None] * len(requests)
         truncated_before = self._adapter.truncation_count
-        for group, found in tqdm(list(zip(groups, neighbours)), desc="TTT documents", disable=disable_tqdm):
-            examples = [(n.question, n.response) for n in found]
-            cache_key = tuple(n.id for n in found) if self.ttt_options.cache_bytes else None
-            with self._adapter.adapted(examples, cache_key=cache_key) as stats:
+        lost = 0
+        for (fmt, neighbours), docs in tqdm(groups.items(), desc="TTT adaptations", disable=disable_tqdm):
+            batch = [item for doc in docs for item in doc.requests]
+            self._key = (fmt, tuple(n.id for n in neighbours))
+            cache_key = self._key if self.ttt_options.cache_bytes else None
+            examples = [(n.question, n.response) for n in neighbours]
+            started = time.perf_counter()
+            with self._adapter.adapted(examples, cache_key=cache_key, fmt=fmt) as stats:
                 self.adaptations += 1
-                answers = answer([request for _, request in group], disable_tqdm=True)
-            _record(group, found, stats)
-            for (position, _), value in zip(group, answers, strict=True):
+                answers = answer([request for _, request in batch])
+            total_ms = (time.perf_counter() - started) * 1000
+            lost += self._adapter.trainable_dtype in (torch.float16, torch.bfloat16) and stats.changed_fraction < LOST_UPDATE
+            for (position, _), value in zip(batch, answers, strict=True):
                 results[position] = value
-        if (newly := self._adapter.truncation_count - truncated_before) > 0:
-            warnings.warn(
-                f"finemed_ttt: {newly} retrieved example(s) were longer than max_length={self._adapter.config.max_length} "
-                "tokens and were truncated for adaptation",
-                stacklevel=2,
-            )
+            self.log.add([self._record(doc, found[doc.query], stats, len(docs), total_ms) for doc in docs])
+        self._warn(truncated_before, lost)
         return results
 
+    def _documents(self, requests: Sequence[Instance]) -> list[Document]:
+        """Requests regrouped per (task, document), in first-seen order, each with its position."""
+        by_doc: dict[tuple, list[tuple[int, Instance]]] = {}
+        for position, request in enumerate(requests):
+            by_doc.setdefault((request.task_name, request.doc_id), []).append((position, request))
+        return [
+            Document(task, doc_id, query_of(items[0][1]), self._format_of(items[0][1]), items)
+            for (task, doc_id), items in by_doc.items()
+        ]
 
-def group_by_document(requests: Sequence[Instance]) -> list[list[tuple[int, Instance]]]:
-    """Requests regrouped per (task, document), in first-seen order, each with its original position.
+    def _retrieve(self, documents: list[Document]) -> dict[str, list]:
+        queries = list(dict.fromkeys(doc.query for doc in documents))  # each distinct question embedded once
+        return dict(zip(queries, self._retriever.search(queries, k=self.ttt_options.top_k)))
 
-    lm-eval hands over all requests of a request type at once and HFLM reorders them by length; grouping
-    first means one adaptation serves all of a document's requests and adapted states never interleave.
-    """
-    groups: dict[tuple, list[tuple[int, Instance]]] = {}
-    for position, request in enumerate(requests):
-        groups.setdefault((request.task_name, request.doc_id), []).append((position, request))
-    return list(groups.values())
+    @staticmethod
+    def _group_by_adaptation(documents: list[Document], found: dict[str, list]) -> dict[tuple, list[Document]]:
+        """Adaptation key -> its documents. The weights depend on the neighbours and how they are
+        rendered, never on the few-shot draw: the seeds of a task share every adaptation."""
+        groups: dict[tuple, list[Document]] = {}
+        trained_on: dict[tuple, tuple] = {}  # same ids, same rows: scores differ per query, the weights do not
+        for doc in documents:
+            ids = tuple(n.id for n in found[doc.query])
+            neighbours = trained_on.setdefault(ids, tuple(found[doc.query]))
+            groups.setdefault((doc.fmt, neighbours), []).append(doc)
+        return groups
+
+    def _format_of(self, request: Instance) -> Format:
+        """Render the neighbour the way this request was rendered (ttt_format=auto) or as forced."""
+        o = self.ttt_options
+        if o.reference:
+            return Format("reference")
+        context = request.args[0]
+        chat = context in self._chat_rendered if o.ttt_format == "auto" else o.ttt_format == "chat"
+        if chat:
+            return Format("chat", system=self._chat_rendered.get(context))
+        return Format("plain", add_bos=bool(self.add_bos_token))
+
+    # ---- the model's own log ---------------------------------------------------------------------
+    def _record(self, doc: Document, neighbours, stats, shared_by: int, total_ms: float) -> dict:
+        return {
+            "task": doc.task,
+            "doc_id": doc.doc_id,
+            "request_type": doc.requests[0][1].request_type,
+            "format": doc.fmt.kind,
+            "neighbours": [{"id": n.id, "score": round(float(n.score), 6)} for n in neighbours],
+            "score_kind": "l2_distance" if self.ttt_options.reference else "cosine",
+            **{k: (round(v, 6) if isinstance(v, float) else v) for k, v in asdict(stats).items()},
+            "shared_by": shared_by,  # documents answered with this one adaptation
+            "adapt_and_answer_ms": round(total_ms, 3),
+        }
+
+    def _log_generations(self, requests: Sequence[Instance], texts: Sequence[str]) -> None:
+        records = []
+        for request, text in zip(requests, texts):
+            budget = int((request.args[1] or {}).get("max_gen_toks", self.max_gen_toks))
+            tokens = len(self.tok_encode(text, add_special_tokens=False))
+            # Re-tokenising decoded text can differ by a token; a stop string or eos ends well before.
+            records.append({
+                "task": request.task_name, "doc_id": request.doc_id, "request_type": "generate_until",
+                "generated_tokens": tokens, "max_gen_toks": budget, "hit_token_limit": tokens >= budget - 1,
+            })
+        self.log.add(records)
+        for task, (hits, total) in self.log.token_limit_hits().items():
+            if hits:
+                warnings.warn(f"finemed_ttt: task {task}: {hits}/{total} generations hit the token limit", stacklevel=3)
+
+    def _warn(self, truncated_before: int, lost: int) -> None:
+        if (newly := self._adapter.truncation_count - truncated_before) > 0:
+            warnings.warn(
+                f"finemed_ttt: {newly} retrieved example(s) were longer than max_length={self.max_length} "
+                "tokens and were truncated for adaptation",
+                stacklevel=3,
+            )
+        if lost:
+            warnings.warn(
+                f"finemed_ttt: in {lost} adaptation(s) fewer than {LOST_UPDATE:.0%} of the weight elements changed: "
+                f"{self._adapter.trainable_dtype} rounded most of the update away (use ttt_precision=float32)",
+                stacklevel=3,
+            )
 
 
-def query_of(item: tuple[int, Instance]) -> str:
+def query_of(request: Instance) -> str:
     """The bare test question: never the few-shot context or a system prompt."""
-    _, request = item
     doc = request.doc if isinstance(request.doc, dict) else {}
     for field in QUERY_FIELDS:
         value = doc.get(field)
         if isinstance(value, str) and value.strip():
             return value
-    raise ValueError(
+    raise TTTError(
         f"finemed_ttt: cannot find the question of document {request.doc_id} of task {request.task_name!r} "
         f"(looked for fields {', '.join(QUERY_FIELDS)}; the document has {', '.join(map(str, doc)) or 'no fields'})"
     )
 
 
-def _record(group, neighbours, stats) -> None:
-    """Attach the adaptation record to the document dict, which lm-eval logs with --log_samples."""
-    record = {
-        "neighbours": [{"id": n.id, "similarity": round(float(n.score), 6)} for n in neighbours],
-        **asdict(stats),
-    }
-    _, request = group[0]
-    if isinstance(request.doc, dict):
-        request.doc[SAMPLE_KEY] = record
+def check_dtype_supported(dtype, device: str, bf16_supported: Callable[[], bool] | None = None) -> None:
+    """A bfloat16 request on a device without bfloat16 fails here, before anything is loaded."""
+    if str(dtype).replace("torch.", "") != "bfloat16" or not device.startswith("cuda"):
+        return  # CPU computes bfloat16 in software
+    supported = bf16_supported or (lambda: torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    if not supported():
+        raise TTTError(f"finemed_ttt: dtype=bfloat16 was asked for but device {device!r} has no bfloat16 support; use dtype=float16 or float32")
+
+
+def _per_process(path: str | None, rank: int, world_size: int) -> str | None:
+    """Data-parallel processes each write their own log: ttt.jsonl -> ttt.rank0.jsonl, ttt.rank1.jsonl."""
+    if path is None or world_size == 1:
+        return path
+    stem, dot, suffix = path.rpartition(".")
+    return f"{stem}.rank{rank}.{suffix}" if dot else f"{path}.rank{rank}"
 
 
 def _resolve_pretrained(pretrained):
@@ -166,14 +284,14 @@ def _resolve_pretrained(pretrained):
 def _split_kwargs(kwargs: dict) -> tuple[dict, dict]:
     """HFLM's own arguments vs ours; anything else is an error naming the argument."""
     ttt_params = TTTOptions.argument_names()
-    unknown = sorted(set(kwargs) - _HFLM_PARAMS - ttt_params - _FROM_PRETRAINED_KWARGS - {"backend"})
+    if kwargs.get("backend") in ("hf", "vllm"):
+        raise TTTError(f"finemed_ttt: backend={kwargs['backend']} is now engine={kwargs['backend']} (backend is HFLM's own argument)")
+    unknown = sorted(set(kwargs) - _HFLM_PARAMS - ttt_params - _FROM_PRETRAINED_KWARGS)
     if unknown:
-        raise ValueError(
+        raise TTTError(
             f"finemed_ttt: unknown model argument(s) {', '.join(map(repr, unknown))}. "
             f"TTT arguments: {', '.join(sorted(ttt_params))}; plus every argument of lm-eval's `hf` model"
         )
-    hflm = {k: v for k, v in kwargs.items() if k not in ttt_params}
-    ttt = {k: v for k, v in kwargs.items() if k in ttt_params}
-    if hflm.get("backend") in ("hf", "vllm"):
-        ttt["backend"] = hflm.pop("backend")
-    return hflm, ttt
+    if kwargs.get("backend", "causal") not in ("default", "causal"):
+        raise TTTError("finemed_ttt: model argument 'backend' must be 'causal' (TTT needs a causal LM)")
+    return {k: v for k, v in kwargs.items() if k not in ttt_params}, {k: v for k, v in kwargs.items() if k in ttt_params}

@@ -74,7 +74,8 @@ def reference_text(tokenizer: Any, question: str, response: str) -> str:
         {"role": "user", "content": question},
         {"role": "assistant", "content": response},
     ]
-    return tokenizer.apply_chat_template(messages, tokenize=False)
+    # ttt_prepare.ipynb strips each text when it reads tttdata.jsonl back (ChatML loses its final "\n").
+    return tokenizer.apply_chat_template(messages, tokenize=False).strip()
 
 
 def encode(tokenizer: Any, question: str, response: str, max_length: int, fmt: Format = Format("chat")) -> Example:

@@ -1,4 +1,4 @@
-"""`backend=vllm`: per-document LoRA adapters served through one vLLM engine (GPU only).
+"""`engine=vllm`: per-document LoRA adapters served through one vLLM engine (GPU only).
 
 Adapters are trained exactly as in `ttt=lora` (finemed_eval.ttt.adapt), saved with peft, and every
 document's generation carries its own `LoRARequest`, so one `LLM.generate` call batches the
@@ -35,7 +35,7 @@ class VLLMAdapterServer:
             from vllm import LLM, SamplingParams
             from vllm.lora.request import LoRARequest
         except ImportError as error:
-            raise ImportError("backend=vllm needs the optional extra: pip install 'finemed-eval[vllm]' (GPU only)") from error
+            raise ImportError("engine=vllm needs the optional extra: pip install 'finemed-eval[vllm]' (GPU only)") from error
         self._sampling_params_cls = SamplingParams
         self._lora_request_cls = LoRARequest
         self.engine = LLM(model=model_path, enable_lora=True, max_lora_rank=lora_r, max_loras=max_loras, **engine_kwargs)
