@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import os
 import shutil
 import signal
@@ -63,11 +62,16 @@ def inference_config(role: RoleConfig, log_folder: str | None) -> InferenceConfi
     )
 
 
-def _die_with_parent() -> None:
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    except OSError:
-        pass  # not Linux: the server is still stopped by datatrove on any orderly exit
+# Runs in the child before it becomes the server: set PR_SET_PDEATHSIG, then exec. (Not a preexec_fn:
+# Python code between fork and exec in a threaded parent can deadlock, and did here on ctypes' dlopen.)
+_LAUNCHER = (
+    "import ctypes, os, signal, sys\n"
+    "try:\n"
+    f"    ctypes.CDLL(None, use_errno=True).prctl({_PR_SET_PDEATHSIG}, signal.SIGKILL)\n"
+    "except (OSError, AttributeError):\n"
+    "    pass  # not Linux: datatrove still stops the server on every orderly exit\n"
+    "os.execv(sys.argv[1], sys.argv[1:])\n"
+)
 
 
 def transformers_executable() -> str:
@@ -93,7 +97,7 @@ class TransformersServeServer(InferenceServer):
             cmd.append("--continuous-batching")
         logger.info(f"starting: {' '.join(cmd)}")
         return await asyncio.create_subprocess_exec(
-            *cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, preexec_fn=_die_with_parent
+            sys.executable, "-c", _LAUNCHER, *cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
         )
 
     async def monitor_health(self) -> None:

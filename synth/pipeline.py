@@ -106,12 +106,20 @@ class _Progress:
 
 
 def _model_stage(config: SynthConfig, out: Path, name: str, make_input: Callable[[], list[dict]], progress: bool) -> dict:
+    return run_model_stage(config, stage_dir(out, name), name, make_input, progress)
+
+
+def run_model_stage(
+    config: SynthConfig, folder: Path, name: str, make_input: Callable[[], list[dict]], progress: bool
+) -> dict:
+    """One datatrove stage in `folder`: input parts -> rollout `name` -> shards -> sealed ok/rejects."""
     from datatrove.pipeline.readers import JsonlReader
     from datatrove.pipeline.writers import JsonlWriter
 
     from .backends import SynthInferenceRunner, inference_config
 
-    folder = stage_dir(out, name)
+    if is_done(folder):
+        return json.loads((folder / "DONE").read_text(encoding="utf-8"))
     if not is_done(folder / "input"):
         records = make_input()
         write_parts(folder / "input", records, config.executor.tasks)
@@ -137,8 +145,8 @@ def _model_stage(config: SynthConfig, out: Path, name: str, make_input: Callable
             executor.run()
             if config.executor.type == "slurm":
                 _wait_for_tasks(folder / "logs", config.executor.tasks)
-        failed = folder / "logs" / "completions"
-        if config.executor.type == "local" and len(list(failed.glob("*"))) < config.executor.tasks:
+        completions = folder / "logs" / "completions"
+        if config.executor.type == "local" and len(list(completions.glob("*"))) < config.executor.tasks:
             raise RecordError(f"stage {name}: a datatrove task failed (see {folder / 'logs'}); rerun to resume")
     records = read_folder(folder / "shards", "*.jsonl")
     got = sorted({str(r["id"]) for r in records})

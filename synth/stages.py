@@ -16,7 +16,10 @@ from .config import SynthConfig
 from .filter import Item, select
 from .parse import parse_answers, parse_department, parse_longform, parse_questions, parse_score
 
-MODEL_STAGES = {"instruction": "instruction", "scoring": "scoring", "answer": "answer", "longform": "longform", "classify": "classifier"}
+MODEL_STAGES = {
+    "instruction": "instruction", "scoring": "scoring", "answer": "answer", "longform": "longform", "classify": "classifier",
+    "judge": "scoring",  # `finemed synth analyze`: the scoring prompt as LLM-as-judge over any dataset
+}
 
 
 def _record(doc, stage: str, answers: list[Answer], fields: dict, failed: Answer | None, prefix: str = "") -> dict:
@@ -142,7 +145,18 @@ async def classify_rollout(doc, generate: Generate, config: SynthConfig) -> dict
     return _record(doc, "classify", [first, second], fields | {"sub_department": sub}, None)
 
 
+async def judge_rollout(doc, generate: Generate, config: SynthConfig) -> dict:
+    """LLM-as-judge (§2.3): the A.2 scoring prompt on one instruction of any dataset."""
+    rule = config.switches.mention_details
+    answer = await _ask(
+        generate, prompts.scoring_prompt(doc.metadata["instruction"]),
+        lambda t, f: parse_score(t, f, mention_rule=rule), config, "scoring", doc, "judge",
+    )
+    return _record(doc, "judge", [answer], dict(answer.value or {}), None if answer.ok else answer)
+
+
 ROLLOUTS = {
+    "judge": judge_rollout,
     "instruction": instruction_rollout,
     "scoring": scoring_rollout,
     "answer": answer_rollout,

@@ -193,3 +193,26 @@ def test_config_and_input_errors_name_file_and_field(tmp_path, capsys):
     path.write_text(yaml.safe_dump({"input": {"path": str(empty)}}))
     assert main(["synth", "run", str(path)]) == 2
     assert "the input has no rows" in capsys.readouterr().err
+
+
+def test_analyze_writes_figures_3_and_4(reference, tmp_path):
+    from finemed_eval.cli import main
+
+    config_path, out, _ = reference
+    if not (out / "export").is_dir():
+        assert main(["synth", "export", str(config_path)]) == 0
+    other = tmp_path / "other.jsonl"  # a second "dataset": our raw texts' first sentences as instructions
+    other.write_text("".join(json.dumps({"q": json.loads(l)["text"].split(".")[0] + "?"}) + "\n" for l in TEXTS.read_text().splitlines()))
+    figures = tmp_path / "figures"
+    assert main([
+        "synth", "analyze", str(config_path), "--dataset", f"FineMed={out / 'export' / 'sft' / 'Medicine (all)' / 'train.jsonl'}",
+        "--dataset", f"Other={other}", "--sample", "6", "--to", str(figures),
+    ]) == 2, "field 'instruction' is missing in other.jsonl: one clear error"
+    assert main([
+        "synth", "analyze", str(config_path), "--dataset", f"FineMed={out / 'export' / 'sft' / 'Medicine (all)' / 'train.jsonl'}",
+        "--sample", "6", "--to", str(figures),
+    ]) == 0
+    scores = json.loads((figures / "judge_scores.json").read_text())
+    assert 0 < len(scores["FineMed"]) <= 6 and all(1 <= s["quality"] <= 10 for s in scores["FineMed"])
+    for name in ("figure3_quality_complexity.png", "figure4_tsne_departments.png"):
+        assert (figures / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
