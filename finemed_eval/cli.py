@@ -17,7 +17,12 @@ def main(argv: list[str] | None = None) -> int:
     evaluate.add_argument("--seed", type=int, default=1234, help="few-shot sampling seed")
     evaluate.add_argument("--limit", type=float, default=None)
     evaluate.add_argument("--batch-size", default="8")
+    evaluate.add_argument("--protocol", default="default", help="default | o1 (the authors' chat template + o1 system prompt)")
     evaluate.set_defaults(run=_eval)
+
+    protocol = commands.add_parser("protocol", help="print the stock lm_eval flags of a prompting protocol (default | o1)")
+    protocol.add_argument("name")
+    protocol.set_defaults(run=_protocol)
 
     zoo = commands.add_parser("zoo", help="the model zoo: list | show NAME | path NAME | register PATH")
     zoo.add_argument("action", nargs="?", default="list", choices=("list", "show", "path", "register"))
@@ -61,7 +66,10 @@ def _eval(args: argparse.Namespace) -> int:
     import lm_eval
     from lm_eval.utils import make_table
 
+    from finemed_eval.protocols import get_protocol
+
     results = lm_eval.simple_evaluate(
+        **get_protocol(args.protocol).evaluate_kwargs(),
         model="finemed_ttt",
         model_args=args.model_args,
         tasks=args.tasks.split(","),
@@ -105,6 +113,13 @@ def _train(args: argparse.Namespace) -> int:
     from finemed_eval.training.launch import train
 
     return train(args.recipe, args.accelerate, args.overrides, args.launch_args, args.dry_run)
+
+
+def _protocol(args: argparse.Namespace) -> int:
+    from finemed_eval.protocols import get_protocol
+
+    print(get_protocol(args.name).cli_flags())
+    return 0
 
 
 def _prepare(args: argparse.Namespace) -> int:
