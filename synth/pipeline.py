@@ -56,9 +56,42 @@ def _executor(config: SynthConfig, pipeline: list, logging_dir: Path, name: str)
         from datatrove.executor import RayPipelineExecutor
 
         return RayPipelineExecutor(pipeline=pipeline, tasks=spec.tasks, workers=spec.workers, logging_dir=str(logging_dir), **spec.ray)
+    if spec.workers == 1:
+        return _InProcessExecutor(pipeline=pipeline, tasks=spec.tasks, workers=1, logging_dir=str(logging_dir))
     from datatrove.executor import LocalPipelineExecutor
 
     return LocalPipelineExecutor(pipeline=pipeline, tasks=spec.tasks, workers=spec.workers, logging_dir=str(logging_dir))
+
+
+def _in_process_executor_class():
+    from copy import deepcopy
+
+    from datatrove.executor import LocalPipelineExecutor
+    from datatrove.utils.stats import PipelineStats
+
+    class InProcessExecutor(LocalPipelineExecutor):
+        """LocalPipelineExecutor for one worker, minus its multiprocess.Manager: that extra process
+        outlives a kill -9 of the run (it was found orphaned here) and costs a process per stage."""
+
+        def run(self):
+            ranks = self.get_incomplete_ranks(range(self.local_rank_offset, self.local_rank_offset + self.local_tasks))
+            if not ranks:
+                return None
+            self.save_executor_as_json()
+            pipeline, stats = self.pipeline, []
+            for rank in ranks:
+                self.pipeline = deepcopy(pipeline)
+                stats.append(self._run_for_rank(rank, 0))
+            merged = sum(stats, start=PipelineStats())
+            with self.logging_dir.open("stats.json", "wt") as handle:
+                merged.save_to_disk(handle)
+            return merged
+
+    return InProcessExecutor
+
+
+def _InProcessExecutor(**kwargs):
+    return _in_process_executor_class()(**kwargs)
 
 
 def _wait_for_tasks(logging_dir: Path, tasks: int, poll_s: float = 30.0) -> None:

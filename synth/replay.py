@@ -66,7 +66,10 @@ class ReplayServer:
                 request = json.loads(self.rfile.read(length) or b"{}")
                 self._send(200, json.dumps(server.answer(request)).encode())
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        class Server(ThreadingHTTPServer):
+            request_queue_size = 1024  # the pipeline keeps many requests in flight; 5 (the default) refuses them
+
+        self.httpd = Server(("127.0.0.1", port), Handler)
         self.httpd.daemon_threads = True
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
