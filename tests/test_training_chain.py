@@ -150,6 +150,17 @@ def test_checkpoints_load_in_finemed_ttt_by_zoo_name_and_score_the_demo_task(cha
         assert 0.0 <= results["results"]["finemed_demo"]["acc,none"] <= 1.0
 
 
+def test_a_leaderboard_config_accepts_the_trained_zoo_names(chain, monkeypatch):
+    from finemed_eval.leaderboard.config import check_names, parse_config
+
+    monkeypatch.setenv("FINEMED_ZOO_DIR", str(chain.zoo_dir))
+    config = parse_config(
+        {"models": [{"name": name, "model": name} for *_, name, _ in CHAIN], "tasks": ["finemed_demo"], "seeds": [0]}
+    )
+    canonical = check_names(config, ["finemed_demo"])
+    assert canonical == {name: str(chain.out(name).resolve()) for *_, name, _ in CHAIN}
+
+
 def test_a_run_killed_with_sigkill_resumes_to_the_same_weights(chain, tmp_path):
     """The chain's o1-SFT stage is the uninterrupted run; the same recipe, saving every step, is
     killed (the whole process group, as a node failure would) and started again with the same command."""

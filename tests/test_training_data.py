@@ -103,10 +103,11 @@ def test_the_loss_covers_the_response_and_its_end_of_turn_only(tmp_path):
     args = SFTConfig(output_dir=str(tmp_path / "out"), report_to="none", bf16=False, max_length=128, activation_checkpointing=False)
     trainer = SFTTrainer(model=str(model), args=args, train_dataset=selection.train)
     tokenizer = trainer.processing_class
-    batch = trainer.data_collator([trainer.train_dataset[0]])
-    trained = [t for t in batch["labels"][0].tolist() if t != -100]
-    response = selection.train[0]["completion"][0]["content"]
-    text = tokenizer.decode(trained)
-    assert text.startswith(response) and tokenizer.eos_token == "<|im_end|>"
-    assert text[len(response) :] == "<|im_end|>\n"  # the template's end-of-turn, nothing of the prompt
-    assert "Be brief." not in text and "assistant" not in text
+    assert tokenizer.eos_token == tokenizer.pad_token == "<|im_end|>"  # padding must not be trained as eos
+    rows = [trainer.train_dataset[0], trainer.train_dataset[1]]
+    batch = trainer.data_collator(rows)
+    assert len(set(len(r["input_ids"]) for r in rows)) == 2  # different lengths: one row is padded
+    for labels, row in zip(batch["labels"], selection.train):
+        text = tokenizer.decode([t for t in labels.tolist() if t != -100])
+        response = row["completion"][0]["content"]
+        assert text == response + "<|im_end|>\n"  # the template's end-of-turn; no prompt, no padding

@@ -188,3 +188,15 @@ def test_finemed_train_builds_the_accelerate_command_with_config_and_overrides(t
         build_command(recipe, "zero4", [])
     # the paper's batch on 4 GPUs: checked against the config's process count before launching
     assert load_recipe("finemedlm/stage1", ["--use_cpu", "true"], world_size=4).train.gradient_accumulation_steps == 8
+
+
+def test_multinode_launch_arguments_reach_accelerate_and_the_batch_check(tmp_path):
+    from finemed_eval.training.launch import build_command, num_processes
+
+    extra = ["--num_machines", "2", "--num_processes", "8", "--machine_rank", "1", "--main_process_ip", "10.0.0.1"]
+    assert num_processes("zero3_multinode", extra) == 8 and num_processes("zero3", []) == 4
+    recipe = load_recipe("finemedlm/stage1", ["--use_cpu", "true"], world_size=8)
+    assert recipe.train.gradient_accumulation_steps == 4  # 256 = 8 per device x 8 processes x 4
+    command, _ = build_command(recipe, "zero3_multinode", [], extra)
+    assert command[command.index("--machine_rank") + 1] == "1"
+    assert command[command.index("--config_file") + 1].endswith("zero3_multinode.yaml")
