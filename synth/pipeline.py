@@ -128,12 +128,14 @@ class _Progress:
             self.bar.refresh()
 
     def __enter__(self):
-        self.thread.start()
+        if not self.bar.disable:
+            self.thread.start()
         return self
 
     def __exit__(self, *exc):
         self.stop.set()
-        self.thread.join()
+        if self.thread.is_alive():
+            self.thread.join()
         self.bar.n = min(_count_lines(self.folder), self.bar.total)
         self.bar.close()
 
