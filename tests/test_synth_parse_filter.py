@@ -51,7 +51,7 @@ anything = model_outputs() | json_values
 finish = st.sampled_from([None, "stop", "length", "weird"])
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300, deadline=None, database=None)
 @given(anything, finish, st.sampled_from(["paper", "released"]), st.sampled_from([None, *departments.FIRST_LEVEL]))
 def test_parsers_never_raise(output, finish_reason, rule, parent):
     for parsed in (
@@ -65,7 +65,7 @@ def test_parsers_never_raise(output, finish_reason, rule, parent):
         assert parsed.ok or parsed.value is None
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200, deadline=None, database=None)
 @given(st.integers(-5, 15), st.integers(-5, 15), st.integers(-5, 10), st.sampled_from(["True", "False", True, False, "maybe", 1]))
 def test_score_ranges_and_mentions(quality, difficulty, relevance, mentions):
     text = json.dumps({"quality": quality, "difficulty": difficulty, "Relevance2Medicine": relevance, "MentionSpecificDetails": mentions})
@@ -126,7 +126,7 @@ items = st.builds(
 )
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=500, deadline=None, database=None)
 @given(items, items, st.integers(0, 3), st.text(max_size=8))
 def test_algorithm_1(a, b, seed, doc_id):
     decision = compare(a, b, seed=seed, doc_id=doc_id)
