@@ -166,7 +166,7 @@ def test_a_run_killed_with_sigkill_resumes_to_the_same_weights(chain, tmp_path):
     killed (the whole process group, as a node failure would) and started again with the same command."""
     out = tmp_path / "resumed"
     command = [
-        sys.executable, "-m", "finemed_eval.cli", "train", "tiny/finemedlm-o1/sft", "--",
+        sys.executable, "-m", "finemed_eval.training.sft", "--config", "tiny/finemedlm-o1/sft",
         "--output_dir", str(out), "--data", str(FIXTURES / "sft"),
         "--save_strategy", "steps", "--save_steps", "1", "--register_as", "tiny-resume-check",
     ]  # fmt: skip

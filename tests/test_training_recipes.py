@@ -105,7 +105,8 @@ def _error(tmp_path: Path, text: str, *overrides: str, world_size: int = 1) -> s
     return str(error.value)
 
 
-GOOD = "stage: sft\nmodel_name_or_path: some-org/some-model\ndata: some-org/some-data\nbf16: false\n"
+COMMON = "model_name_or_path: some-org/some-model\ndata: some-org/some-data\nbf16: false\nactivation_checkpointing: false\n"
+GOOD = "stage: sft\n" + COMMON
 
 
 def test_unknown_keys_get_a_did_you_mean(tmp_path):
@@ -146,16 +147,16 @@ def test_a_global_batch_that_does_not_divide_is_an_error(tmp_path):
     ],
 )
 def test_stage_is_required(tmp_path, extra, expected):
-    assert expected in _error(tmp_path, extra + "model_name_or_path: a/b\ndata: c/d\nbf16: false\n")
+    assert expected in _error(tmp_path, extra + COMMON)
 
 
 def test_contradictions_are_errors(tmp_path):
-    dpo = "stage: dpo\nmodel_name_or_path: a/b\ndata: c/d\nbf16: false\n"
+    dpo = "stage: dpo\n" + COMMON
     assert "disable_dropout is true but dropout is set" in _error(tmp_path, dpo + "dropout: 0.1\n")
     assert "eval_strategy needs a holdout" in _error(tmp_path, GOOD + "eval_strategy: epoch\n")
     assert "holdout_fraction must be in [0, 1)" in _error(tmp_path, GOOD + "holdout_fraction: 1.5\n")
     assert "register_as 'Bad/Name'" in _error(tmp_path, GOOD + "register_as: Bad/Name\n")
-    assert "key 'data' is required" in _error(tmp_path, "stage: sft\nmodel_name_or_path: a/b\nbf16: false\n")
+    assert "key 'data' is required" in _error(tmp_path, GOOD.replace("data: some-org/some-data\n", ""))
 
 
 def test_unknown_recipe_names_suggest_a_shipped_one():
