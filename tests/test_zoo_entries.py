@@ -179,3 +179,11 @@ def test_training_imports_nothing_from_the_evaluator():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                           env={"FINEMED_EVAL_NO_AUTOLOAD": "1", "PATH": "/usr/bin:/bin"})  # fmt: skip
     assert done.stdout.strip() == "[]", done.stderr
+
+
+def test_every_entry_names_a_known_protocol_and_o1_models_default_to_the_authors():
+    from finemed_eval.protocols import PROTOCOLS
+    from finemed_eval.zoo import ZOO
+
+    assert all(entry.protocol in PROTOCOLS for entry in ZOO.values())
+    assert ZOO["finemedlm-o1"].protocol == "o1" and ZOO["finemedlm"].protocol == "default"

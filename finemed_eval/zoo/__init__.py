@@ -47,6 +47,7 @@ class ZooEntry:
     paper_name: str | None = None  # how the paper's tables spell it
     parent: str | None = None  # trained: the model it was trained from (zoo name, hub id or path)
     lineage: tuple[str, ...] = ()  # trained: parent, grandparent, ... back to the base model
+    protocol: str = "default"  # how the model is prompted by default (finemed_eval.protocols): default | o1
     registry_file: str | None = None  # trained: its registration file (set when read, never stored)
 
     @property

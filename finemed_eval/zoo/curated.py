@@ -21,6 +21,7 @@ ENTRY_SCHEMA: dict = {
         "paper_tables": {"type": "array", "items": {"enum": ["Table 1", "Table 2", "Table 3"]}, "uniqueItems": True},
         "revision": {"type": ["string", "null"], "pattern": r"^[0-9a-f]{40}$"},
         "paper_name": {"type": "string"},
+        "protocol": {"enum": ["default", "o1"]},  # finemed_eval.protocols (checked against it in tests)
     },
 }
 
@@ -44,6 +45,7 @@ CURATED: list[dict] = [
         "description": "FineMedLM-o1: FineMedLM + o1-style SFT and DPO",
         "paper_tables": ["Table 1", "Table 2"],
         "paper_name": "FineMedLM-o1",
+        "protocol": "o1",  # the authors prompt it with its chat template and their o1 system prompt
     },
     # Table 1 baselines
     {
