@@ -161,6 +161,17 @@ def test_a_leaderboard_config_accepts_the_trained_zoo_names(chain, monkeypatch):
     assert canonical == {name: str(chain.out(name).resolve()) for *_, name, _ in CHAIN}
 
 
+def test_resume_skips_a_checkpoint_that_was_being_written_when_killed(tmp_path):
+    from finemed_eval.training.run import last_complete_checkpoint
+
+    for step, complete in ((2, True), (10, True), (12, False)):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+        if complete:
+            (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
+    assert last_complete_checkpoint(tmp_path) == str(tmp_path / "checkpoint-10")
+    assert last_complete_checkpoint(tmp_path / "missing") is None
+
+
 def test_a_run_killed_with_sigkill_resumes_to_the_same_weights(chain, tmp_path):
     """The chain's o1-SFT stage is the uninterrupted run; the same recipe, saving every step, is
     killed (the whole process group, as a node failure would) and started again with the same command."""
@@ -172,12 +183,12 @@ def test_a_run_killed_with_sigkill_resumes_to_the_same_weights(chain, tmp_path):
     ]  # fmt: skip
     first = subprocess.Popen(command, env=chain.env, cwd=tmp_path, start_new_session=True,
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
-    marker = out / "checkpoint-2" / "trainer_state.json"
+    marker = out / "checkpoint-1" / "trainer_state.json"  # the earliest point to resume from: 5 steps left
     deadline = time.monotonic() + 240
     while not marker.exists():
         assert first.poll() is None, first.stderr.read()[-3000:]
-        assert time.monotonic() < deadline, "no checkpoint-2 within 240 s"
-        time.sleep(0.1)
+        assert time.monotonic() < deadline, "no checkpoint-1 within 240 s"
+        time.sleep(0.02)
     os.killpg(first.pid, signal.SIGKILL)
     first.wait()
     assert not (out / "model.safetensors").exists()  # it really died mid-run

@@ -120,7 +120,8 @@ def load_recipe(
             for key, value in (raw["env"] or {}).items():
                 os.environ[str(key)] = str(value)
         unused = parser.set_defaults_with_config(**config)
-        assert not unused, unused  # _check_keys_and_types has rejected unknown keys already
+        if unused:  # _check_keys_and_types has rejected unknown keys already; TRL must agree
+            raise RecipeError(f"{path}: keys TRL's parser did not take: {unused}")
         finemed, train, model = parser.parse_args_into_dataclasses(args=list(overrides), look_for_args_file=False)
     except (ValueError, TypeError) as error:
         raise RecipeError(f"{path}: {error}") from error

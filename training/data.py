@@ -74,9 +74,15 @@ def select(
             raise DataError(f"{source}: holdout_fraction {holdout_fraction} leaves an empty split")
         counts["holdout"] = holdout.num_rows
     counts["train"] = dataset.num_rows
-    to_rows = _sft_row if stage == "sft" else _dpo_row
-    convert = lambda ds: ds.map(to_rows, fn_kwargs={"system_prompt": system_prompt}, remove_columns=ds.column_names)  # noqa: E731
-    return Selection(convert(dataset), convert(holdout) if holdout is not None else None, source, files, digest, counts)
+    train_rows = _trainer_rows(stage, dataset, system_prompt)
+    holdout_rows = _trainer_rows(stage, holdout, system_prompt) if holdout is not None else None
+    return Selection(train_rows, holdout_rows, source, files, digest, counts)
+
+
+def _trainer_rows(stage: str, dataset: Any, system_prompt: str | None) -> Any:
+    """FineMed rows -> TRL's conversational prompt/completion (SFT) or prompt/chosen/rejected (DPO)."""
+    to_row = _sft_row if stage == "sft" else _dpo_row
+    return dataset.map(to_row, fn_kwargs={"system_prompt": system_prompt}, remove_columns=dataset.column_names)
 
 
 def _sft_row(row: dict, system_prompt: str | None) -> dict:
@@ -132,7 +138,8 @@ def _load(stage: str, data: str, data_dir: str | None, department: str | None, l
 
     root = Path(data).expanduser()
     if not root.exists() and _HUB_ID.match(data):
-        dataset = datasets.load_dataset(data, data_dir=data_dir or (department if department not in (None, "all") else None), split="train")
+        folder = data_dir or (department if department not in (None, "all") else None)  # hub: departments are folders
+        dataset = datasets.load_dataset(data, data_dir=folder, split="train")
         _check_fields(dataset.column_names, stage, data)
         return dataset, [], dataset._fingerprint, data
     if not root.exists():

@@ -38,8 +38,6 @@ def parse_argv(stage: str, argv: list[str] | None) -> Recipe:
 
 
 def prepare(recipe: Recipe) -> Prepared:
-    from transformers.trainer_utils import get_last_checkpoint
-
     f, train, model = recipe.finemed, recipe.train, recipe.model
     parent = model.model_name_or_path
     model_path = zoo.resolve_pretrained(parent)  # the one place this run resolves a model name
@@ -69,9 +67,22 @@ def prepare(recipe: Recipe) -> Prepared:
         system_prompt=f.system_prompt,
     )
     resume = train.resume_from_checkpoint
-    if resume is None and Path(train.output_dir).is_dir():
-        resume = get_last_checkpoint(train.output_dir)  # rerunning a killed command continues it
+    if resume is None:
+        resume = last_complete_checkpoint(Path(train.output_dir))  # rerunning a killed command continues it
     return Prepared(recipe, parent, model_path, zoo.lineage_of(parent), data, resume)
+
+
+def last_complete_checkpoint(output_dir: Path) -> str | None:
+    """The newest `checkpoint-N` that was written to the end. The trainer writes trainer_state.json
+    last, and a process killed while saving leaves a newer folder without it, which transformers'
+    get_last_checkpoint would pick."""
+    if not output_dir.is_dir():
+        return None
+    folders = [p for p in output_dir.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()]
+    for folder in sorted(folders, key=lambda p: int(p.name.split("-")[-1]), reverse=True):
+        if (folder / "trainer_state.json").is_file():
+            return str(folder)
+    return None
 
 
 def finish(trainer: Any, run: Prepared) -> None:
