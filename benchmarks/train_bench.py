@@ -46,7 +46,7 @@ keys.update(eval_strategy="no", save_strategy="no", load_best_model_at_end=False
             output_dir=out, max_steps=int(steps),
             gradient_accumulation_steps=raw["global_batch_size"] // raw["per_device_train_batch_size"],
             model_init_kwargs={"attention_dropout": raw["dropout"]})
-files = sorted(f for f in glob.glob(f"{data}/*/*.jsonl") if "/SFTo1Data/" not in f)
+files = sorted(glob.glob(f"{data}/{raw['data_dir']}/*.jsonl"))
 rows = concatenate_datasets([load_dataset("json", data_files=f, split="train").select_columns(["instruction", "response"]) for f in files])
 rows = rows.shuffle(seed=raw["seed"]).select(range(raw["sample_size"]))
 rows = rows.map(lambda r: {"prompt": [{"role": "user", "content": r["instruction"]}],

@@ -21,18 +21,21 @@ def test_fixtures_have_exactly_the_released_columns():
     for path in SFT.rglob("*.jsonl"):
         for line in path.read_text().splitlines():
             assert tuple(json.loads(line)) == SFT_FIELDS, path
-    for line in (DPO / "part-00000.jsonl").read_text().splitlines():
+    for line in (DPO / "train.jsonl").read_text().splitlines():
         row = json.loads(line)
         assert tuple(row) == DPO_FIELDS
         assert all(isinstance(row[k], list) and {"role", "content"} <= set(row[k][0]) for k in ("prompt", "chosen", "rejected"))
 
 
-def test_department_filter_sample_and_holdout_are_counted_and_seeded():
-    a = select("sft", str(SFT), department="all", sample_size=20, holdout_fraction=0.25, seed=3)
+ALL = "Medicine (all)"
+
+
+def test_sample_and_holdout_are_counted_and_seeded():
+    a = select("sft", str(SFT), data_dir=ALL, sample_size=20, holdout_fraction=0.25, seed=3)
     assert a.counts == {"loaded": 48, "department": 48, "sampled": 20, "holdout": 5, "train": 15}
-    assert len(a.files) == 3 and not any("SFTo1Data" in f for f in a.files)  # 'all' = departments, not long-form
-    again = select("sft", str(SFT), department="all", sample_size=20, holdout_fraction=0.25, seed=3)
-    other = select("sft", str(SFT), department="all", sample_size=20, holdout_fraction=0.25, seed=4)
+    assert [Path(f).parent.name for f in a.files] == [ALL]
+    again = select("sft", str(SFT), data_dir=ALL, sample_size=20, holdout_fraction=0.25, seed=3)
+    other = select("sft", str(SFT), data_dir=ALL, sample_size=20, holdout_fraction=0.25, seed=4)
     assert a.train.to_list() == again.train.to_list() and a.holdout.to_list() == again.holdout.to_list()
     assert a.train.to_list() != other.train.to_list()
     assert a.sha256 == again.sha256 and len(a.sha256) == 64
@@ -41,8 +44,8 @@ def test_department_filter_sample_and_holdout_are_counted_and_seeded():
 
 
 def test_one_department_and_the_long_form_subset():
-    endo = select("sft", str(SFT), department="endocrinology")  # folder names match case- and space-insensitively
-    assert endo.counts["loaded"] == 16 and all("Endocrinology" in f for f in endo.files)
+    internal = select("sft", str(SFT), department="Internal Medicine")  # matched ignoring case and spaces
+    assert internal.counts["loaded"] == 16 and [Path(f).parent.name for f in internal.files] == ["InternalMedicine"]
     longform = select("sft", str(SFT), data_dir="SFTo1Data")
     assert longform.counts["train"] == 16 and "**Thought**" in longform.train[0]["completion"][0]["content"]
 
@@ -69,8 +72,24 @@ def test_an_unknown_department_names_the_folder_and_the_departments():
     assert str(SFT) in str(error.value) and "Endocrinology" in str(error.value) and "InternalMedicine" in str(error.value)
 
 
+def test_a_release_root_is_never_read_whole_because_its_folders_overlap():
+    with pytest.raises(DataError, match=r"no data files directly here; choose a folder .*Medicine \(all\)"):
+        select("sft", str(SFT))
+    with pytest.raises(DataError, match="not both"):
+        select("sft", str(SFT), data_dir=ALL, department="Surgery")
+
+
+def test_a_single_file_is_filtered_by_its_department_column(tmp_path):
+    rows = [json.loads(line) for line in (SFT / "Surgery" / "train.jsonl").read_text().splitlines()]
+    path = tmp_path / "mixed.jsonl"
+    path.write_text("".join(json.dumps({**r, "department": d}) + "\n" for r, d in zip(rows, ["Surgery", "Pediatrics"] * 8)))
+    assert select("sft", str(path), department="pediatrics").counts == {"loaded": 16, "department": 8, "sampled": 8, "train": 8}
+    with pytest.raises(DataError, match="no rows with department 'Oncology'"):
+        select("sft", str(path), department="Oncology")
+
+
 def test_a_missing_field_names_the_file_and_the_field(tmp_path):
-    bad = tmp_path / "Pediatrics" / "part-00000.jsonl"
+    bad = tmp_path / "Pediatrics" / "train.jsonl"
     bad.parent.mkdir()
     bad.write_text(json.dumps({"text": "t", "instruction": "q", "answer": "a"}) + "\n")
     with pytest.raises(DataError) as error:

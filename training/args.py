@@ -35,11 +35,12 @@ class FineMedArgs:
 
     stage: str = field(default="", metadata={"help": "sft or dpo"})
     data: str = field(default="", metadata={"help": "a FineMed-style folder, a .jsonl/.json/.parquet file or a hub id"})
-    data_dir: str | None = field(default=None, metadata={"help": "sub-folder of `data`, e.g. SFTo1Data (long-form)"})
-    department: str | None = field(
-        default=None, metadata={"help": "'all' (every department folder but `longform_dir`) or one department"}
+    data_dir: str | None = field(
+        default=None, metadata={"help": "folder of `data`: 'Medicine (all)', SFTo1Data (long-form), ..."}
     )
-    longform_dir: str = field(default="SFTo1Data", metadata={"help": "the long-form subset's folder"})
+    department: str | None = field(
+        default=None, metadata={"help": "a department folder (case/space-insensitive), or a column filter on a file"}
+    )
     sample_size: int | None = field(default=None, metadata={"help": "rows drawn at random (seed) after filtering"})
     holdout_fraction: float = field(default=0.0, metadata={"help": "seeded share held out for evaluation"})
     system_prompt: str | None = field(default=None, metadata={"help": "system turn put before every prompt"})

@@ -1,6 +1,7 @@
 """Row selection from the released FineMed layouts, before any trainer is built.
 
-FineMed-SFT: one folder per department (plus the long-form subset, `SFTo1Data`), rows with
+FineMed-SFT: `Medicine (all)`, one folder per department and sub-department (overlapping), and the
+long-form subset `SFTo1Data`, rows with
 `text, instruction, complexity, quality, language, response, instruction_type`. FineMed-DPO: rows with
 `text, complexity, quality, language, prompt, chosen, rejected`, the last three chat message lists.
 `synth export` writes the same layouts. Selection: department filter -> seeded sample -> seeded
@@ -44,16 +45,17 @@ def select(
     *,
     data_dir: str | None = None,
     department: str | None = None,
-    longform_dir: str = "SFTo1Data",
     sample_size: int | None = None,
     holdout_fraction: float = 0.0,
     seed: int = 42,
     system_prompt: str | None = None,
 ) -> Selection:
     """Load, filter, sample and split; return trainer-ready rows and the counts at each step."""
-    dataset, files, digest, source = _load(stage, data, data_dir, department, longform_dir)
+    if data_dir and department and not Path(data).expanduser().is_file():
+        raise DataError(f"{data}: set data_dir or department (both name a folder), not both")
+    dataset, files, digest, source = _load(stage, data, data_dir, department)
     counts = {"loaded": dataset.num_rows}
-    if department and department != "all" and "department" in dataset.column_names:  # single file with a column
+    if department and "department" in dataset.column_names:  # a single file with a department column
         wanted = _norm(department)
         dataset = dataset.filter(lambda row: _norm(str(row["department"])) == wanted)
         if dataset.num_rows == 0:
@@ -103,48 +105,49 @@ def _norm(name: str) -> str:
     return re.sub(r"[^a-z0-9]", "", name.lower())
 
 
-def _files_in(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.suffix in _SUFFIXES and p.is_file())
-
-
-def _local_files(root: Path, data_dir: str | None, department: str | None, longform_dir: str) -> list[Path]:
+def _local_files(root: Path, data_dir: str | None, department: str | None) -> list[Path]:
     if root.is_file():
         if root.suffix not in _SUFFIXES:
             raise DataError(f"{root}: expected a .jsonl, .json or .parquet file")
         return [root]
-    if data_dir:
-        root = root / data_dir
-        if not root.is_dir():
-            raise DataError(f"{root}: no such folder (data_dir {data_dir!r})")
     folders = sorted(p for p in root.iterdir() if p.is_dir())
-    if department == "all":
-        chosen = [p for p in folders if _norm(p.name) != _norm(longform_dir)]
-        files = [f for folder in chosen for f in _files_in(folder)]
+    if data_dir:
+        folder = root / data_dir
+        if not folder.is_dir():
+            names = ", ".join(p.name for p in folders) or "none"
+            raise DataError(f"{folder}: no such folder (data_dir {data_dir!r}); folders: {names}")
     elif department:
         chosen = [p for p in folders if _norm(p.name) == _norm(department)]
         if not chosen:
             names = ", ".join(p.name for p in folders) or "none"
             raise DataError(f"{root}: no department folder {department!r}; department folders: {names}")
-        files = _files_in(chosen[0])
+        folder = chosen[0]
     else:
-        files = _files_in(root)
+        # Department folders overlap (a row is in `Medicine (all)`, its department and its
+        # sub-department), so a FineMed-SFT root is never read whole: name one folder.
+        files = sorted(p for p in root.iterdir() if p.suffix in _SUFFIXES and p.is_file())
+        if not files:
+            names = ", ".join(p.name for p in folders) or "none"
+            raise DataError(f"{root}: no data files directly here; choose a folder with department or data_dir: {names}")
+        return files
+    files = sorted(p for p in folder.iterdir() if p.suffix in _SUFFIXES and p.is_file())
     if not files:
-        raise DataError(f"{root}: no .jsonl/.json/.parquet files" + (f" for department {department!r}" if department else ""))
+        raise DataError(f"{folder}: no .jsonl/.json/.parquet files" + (f" for department {department!r}" if department else ""))
     return files
 
 
-def _load(stage: str, data: str, data_dir: str | None, department: str | None, longform_dir: str):
+def _load(stage: str, data: str, data_dir: str | None, department: str | None):
     import datasets
 
     root = Path(data).expanduser()
     if not root.exists() and _HUB_ID.match(data):
-        folder = data_dir or (department if department not in (None, "all") else None)  # hub: departments are folders
+        folder = data_dir or department  # on the hub, too, departments are folders
         dataset = datasets.load_dataset(data, data_dir=folder, split="train")
         _check_fields(dataset.column_names, stage, data)
         return dataset, [], dataset._fingerprint, data
     if not root.exists():
         raise DataError(f"{data}: no such file or folder, and not a hub id (org/name)")
-    files = _local_files(root, data_dir, department, longform_dir)
+    files = _local_files(root, data_dir, department)
     parts, digest = [], hashlib.sha256()
     for path in files:
         digest.update(path.read_bytes())

@@ -60,7 +60,6 @@ def prepare(recipe: Recipe) -> Prepared:
         f.data,
         data_dir=f.data_dir,
         department=f.department,
-        longform_dir=f.longform_dir,
         sample_size=f.sample_size,
         holdout_fraction=f.holdout_fraction,
         seed=train.seed,
