@@ -184,4 +184,4 @@ def parse_department(text: Any, parent: str | None, finish_reason: str | None = 
     label = label.strip().strip("*\"'`‘’“” ").rstrip(".").strip().strip("*\"'`‘’“” ")
     if label in allowed_labels(parent):
         return Parsed(label)
-    return Parsed(reason="not_a_label")
+    return _fail("not_a_label", finish_reason)

@@ -1,10 +1,11 @@
 """The pipeline against a real `transformers serve` running the embedded SmolLM2 on 127.0.0.1.
 
-- `local` backend: datatrove starts and stops a managed `transformers serve` for the classifier role
-  (the real model answers every department question of 10 of our raw texts; the other roles come from
-  the replay server so that records reach the classifier). The run is killed with SIGKILL while the
-  server is starting up: the server dies with it, and the rerun completes with every id exactly once.
-- faults: a real HTTP proxy in front of a real `transformers serve` injects 429, 500, a timeout,
+- `local` backend: datatrove starts and stops a managed `transformers serve` for the instruction role
+  (the real model answers for 10 of our raw texts; the other roles use the replay server). The run is
+  killed with SIGKILL while the server is starting up: the server dies with it, and the rerun completes
+  with every id exactly once at every stage.
+- faults: a real HTTP proxy in front of a real `transformers serve` (the classifier role; the roles
+  before it replay recorded outputs so records reach it) injects 429, 500, a timeout,
   an invalid JSON body and a truncated output; the run never crashes, never drops a record, and every
   injected transport fault is counted in the records' failure lists.
 
@@ -40,12 +41,12 @@ ROLES = ("instruction", "scoring", "answer", "longform", "classifier")
 ENV = os.environ | {"OMP_NUM_THREADS": "2"}
 
 
-def config_file(folder: Path, replay_url: str, classifier: dict, limit: int, attempts: int) -> Path:
+def config_file(folder: Path, replay_url: str, role: str, real: dict, limit: int, attempts: int) -> Path:
     config = {
         "output": str(folder / "out"),
         "input": {"path": str(FIXTURES / "raw_texts.jsonl"), "id_field": "id", "limit": limit},
-        **{role: {"backend": "endpoint", "endpoint_url": replay_url, "model": "replay", "max_tokens": 64} for role in ROLES},
-        "classifier": {"model": "embedded", "max_tokens": 6, "max_concurrent": 2, **classifier},
+        **{name: {"backend": "endpoint", "endpoint_url": replay_url, "model": "replay", "max_tokens": 64} for name in ROLES},
+        role: {"model": "embedded", "max_tokens": 6, "max_concurrent": 2, **real},
         "retry": {"attempts": attempts, "backoff_s": 0.05},
         "reward": {"model": "embedded", "seeded_head": True, "batch_size": 4, "max_length": 256},
     }
@@ -87,7 +88,10 @@ def _serve_children(pid: int) -> list[psutil.Process]:
 
 
 def test_local_backend_killed_during_server_start_up_then_completes(replay, tmp_path, embedded_model):
-    config = config_file(tmp_path, replay.url, {"backend": "local", "continuous_batching": False}, limit=10, attempts=1)
+    # the real model writes the instructions of 10 raw texts; in 6 tokens it cannot finish the JSON, so
+    # they end as counted `truncated` rejects and the later stages see no records (test_synth_run.py
+    # runs every stage with recorded outputs)
+    config = config_file(tmp_path, replay.url, "instruction", {"backend": "local", "continuous_batching": False}, limit=10, attempts=1)
     command = [sys.executable, "-m", "finemed_eval.cli", "synth", "run", str(config), "--no-progress"]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
     deadline = time.monotonic() + 300
@@ -95,7 +99,7 @@ def test_local_backend_killed_during_server_start_up_then_completes(replay, tmp_
     while not servers and process.poll() is None and time.monotonic() < deadline:
         servers = _serve_children(process.pid)
         time.sleep(0.2)
-    assert servers, "the classify stage should start a managed transformers serve"
+    assert servers, "the instruction stage should start a managed transformers serve"
     time.sleep(random.Random(11).uniform(0.5, 3.0))  # the server loads the model for several seconds
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
@@ -104,13 +108,14 @@ def test_local_backend_killed_during_server_start_up_then_completes(replay, tmp_
 
     final = subprocess.run(command, capture_output=True, text=True, env=ENV, timeout=900)
     assert final.returncode == 0, final.stderr[-3000:]
-    assert_every_stage_complete(tmp_path / "out")
-    ok, rejects = classify_outputs(tmp_path / "out")
-    assert len(ok) + len(rejects) > 0
-    for record in ok:  # the real model's labels, checked against the exact label set by the parser
-        assert record["department"] and record["tokens"]["completion"] > 0
-    for record in rejects:
-        assert record["reason"].startswith(("level1:", "level2:")) and record["attempts"] >= 1
+    out = tmp_path / "out"
+    assert_every_stage_complete(out)
+    folder = stage_dir(out, "instruction")
+    done = records(folder / "ok" / "part-00000.jsonl") + records(folder / "rejects.jsonl")
+    assert sorted(r["id"] for r in done) == sorted(f"t{i:02d}" for i in range(1, 11))
+    for record in done:  # real model output, parsed; a reject keeps its raw text and reason
+        assert record["tokens"]["completion"] > 0 and record["attempts"] == 1
+        assert record["status"] == "ok" or (record["reason"] in ("truncated", "no_json") and record["raw"])
 
 
 # --- faults --------------------------------------------------------------------------------------
@@ -214,11 +219,11 @@ def real_server(embedded_model):
 
 
 def test_fault_injecting_proxy_in_front_of_the_real_server(replay, real_server, tmp_path, embedded_model):
-    proxy = FaultProxy(real_server, hold_s=50)
+    proxy = FaultProxy(real_server, hold_s=35)
     config = config_file(
-        tmp_path, replay.url,
-        {"backend": "endpoint", "endpoint_url": proxy.url, "model": "embedded", "request_timeout_s": 45},
-        limit=5, attempts=3,
+        tmp_path, replay.url, "classifier",
+        {"backend": "endpoint", "endpoint_url": proxy.url, "model": "embedded", "request_timeout_s": 30},
+        limit=3, attempts=3,
     )
     result = subprocess.run(
         [sys.executable, "-m", "finemed_eval.cli", "synth", "run", str(config), "--no-progress"],
@@ -233,6 +238,7 @@ def test_fault_injecting_proxy_in_front_of_the_real_server(replay, real_server, 
     failures = [f for r in ok + rejects for f in r["failures"]]
     for fault in ("http_429", "http_500", "timeout", "invalid_response"):
         assert failures.count(fault) == proxy.injected[fault] >= 1, fault  # every transport fault is counted
-    assert failures.count("truncated") == proxy.injected["truncated"] >= 1  # cut at 2 characters: never a label
+    # cut at 2 characters, never a label; the model's own 6-token outputs can be truncated too
+    assert failures.count("truncated") >= proxy.injected["truncated"] >= 1
     assert proxy.forwarded >= 1
     assert all(r["attempts"] <= 3 * 2 for r in ok + rejects)  # bounded: 3 per question, 2 questions
