@@ -519,24 +519,51 @@ def reuse_models(monkeypatch):
     monkeypatch.setattr(lb, "lm_class", lambda config: ReusedModels(real(config)))
 
 
+SHORT_CORPUS = [
+    ("Which ion is mainly outside cells?", "Sodium is the main extracellular cation."),
+    ("What does insulin do to blood glucose?", "Insulin lowers blood glucose by moving it into cells."),
+    ("Which blood cells carry oxygen?", "Red blood cells carry oxygen bound to hemoglobin."),
+    ("What is the first step for diabetic ketoacidosis?", "Give intravenous isotonic saline, then insulin."),
+    ("How are dominant traits inherited?", "One copy of a dominant allele shows the trait."),
+    ("What happens to cells in hypotonic saline?", "Water enters the cells, which swell and may burst."),
+]
+
+
 @needs_embedded
 def test_real_run_resumes_after_a_kill_and_recomputes_a_corrupted_cell(tmp_path, monkeypatch, caplog, task_manager, reuse_models):
+    """The runner end to end with TTT on (LoRA): one lm-eval pass per (model, task) over the missing seeds, kill,
+    resume, corruption; and a seed evaluated in a multi-seed pass equals the same seed evaluated alone
+    (same answers, per-document log-likelihoods within 1e-6), by the runner and by lm-eval's simple_evaluate."""
+    from lm_eval import evaluator
+
+    from finemed_eval.leaderboard.evaluate import GLOBAL_SEEDS, slim_results
+
     passes: list[tuple[str, list[int]]] = []
+    outputs: list[dict[int, dict]] = []
     real = lb.evaluate_seeds
 
     def counting(lm, config, task, seeds, tm):
         passes.append((task, list(seeds)))
-        return real(lm, config, task, seeds, tm)
+        outputs.append(real(lm, config, task, seeds, tm))
+        return outputs[-1]
 
     monkeypatch.setattr(lb, "evaluate_seeds", counting)
     # Pin the code and task fingerprints (tested above): an edit to the package while this test runs
     # would otherwise, correctly, invalidate the cells and make the resume counts meaningless.
     monkeypatch.setattr(lb, "code_hash", lambda: "sha256:pinned-code")
     monkeypatch.setattr(lb, "task_config_hash", lambda tm, name: "sha256:pinned-task")
+    # A corpus of short neighbours and a large lr: real retrieval and LoRA steps that move the weights,
+    # at a fraction of the cost of the long-form demo corpus (this is a wiring test, not a TTT benchmark).
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"question": q, "response": r}) + "\n" for q, r in SHORT_CORPUS))
     (tmp_path / "lb.yaml").write_text(
         "models:\n"
-        "  - {name: smollm2-135m ttt=off, model: smollm2-135m-instruct, args: {ttt: 'off'}}\n"
-        "tasks: [finemed_demo]\nseeds: [0, 1]\nnum_fewshot: 2\nlimit: 4\nbatch_size: 8\n"
+        "  - name: smollm2-135m ttt=lora\n"
+        "    model: smollm2-135m-instruct\n"
+        # max_length 128: the scored context is left-truncated too (a CPU forward pass costs per token)
+        f"    args: {{ttt: lora, corpus: '{corpus}', retriever: minilm, lr: 1.0e-3, max_length: 128}}\n"
+        # batch size 1: with larger batches, padding alone moves float32 log-likelihoods by ~1e-6 on CPU
+        "tasks: [finemed_demo]\nseeds: [0, 1]\nnum_fewshot: 1\nlimit: 2\nbatch_size: 1\n"
         "include_reported: all\n"
     )
     cfg = load_config(tmp_path / "lb.yaml")
@@ -558,21 +585,20 @@ def test_real_run_resumes_after_a_kill_and_recomputes_a_corrupted_cell(tmp_path,
     validate_board(board_)
     [entry] = [e for e in board_["entries"] if e["status"] == "measured"]
     values = [s["value"] for s in entry["seeds"]]
-    assert [s["seed"] for s in entry["seeds"]] == [0, 1] and entry["n"] == 4
+    assert [s["seed"] for s in entry["seeds"]] == [0, 1] and entry["n"] == 2
     assert entry["mean"] == pytest.approx(statistics.fmean(values))
     assert entry["std"] == pytest.approx(statistics.stdev(values))
-    assert entry["model_args"]["ttt"] == "off" and entry["task_config_hash"].startswith("sha256:")
-    assert all(s["task_hash"] for s in entry["seeds"])
+    assert entry["model_args"]["ttt"] == "lora" and entry["task_config_hash"].startswith("sha256:")
+    assert len({s["task_hash"] for s in entry["seeds"]}) == 2  # two seeds, two exemplar draws
     reported = [e for e in board_["entries"] if e["status"] == "reported"]
     assert len(reported) == 64 and all(e["seeds"] == [] for e in reported)
-    oml = json.loads((out / "open_medical_llm" / "smollm2-135m-ttt-off.json").read_text())
+    oml = json.loads((out / "open_medical_llm" / "smollm2-135m-ttt-lora.json").read_text())
     assert oml["results"]["finemed_demo"]["acc"] == pytest.approx(entry["mean"])
     # each cell keeps its per-document records: what the paired statistics are computed from
-    cells = [json.loads(p.read_text()) for p in (out / "cells").glob("*.json")]
-    for c in cells:
+    for c in (json.loads(p.read_text()) for p in (out / "cells").glob("*.json")):
         docs = c["results"]["documents"]["finemed_demo"]
-        assert docs["doc_id"] == [0, 1, 2, 3] and len(docs["gold_ll"]) == 4
-        assert sum(docs["correct"]) / 4 == pytest.approx(c["results"]["results"]["finemed_demo"]["acc,none"])
+        assert docs["doc_id"] == [0, 1] and len(docs["gold_ll"]) == 2
+        assert sum(docs["correct"]) / 2 == pytest.approx(c["results"]["results"]["finemed_demo"]["acc,none"])
 
     # a cell file truncated behind our back is reported and recomputed; the valid one is reused
     first = sorted((out / "cells").glob("*.json"), key=lambda p: p.stat().st_mtime)[0]
@@ -585,6 +611,24 @@ def test_real_run_resumes_after_a_kill_and_recomputes_a_corrupted_cell(tmp_path,
     recomputed = json.loads(summary.leaderboard.read_text())
     assert [e["mean"] for e in recomputed["entries"] if e["status"] == "measured"] == [pytest.approx(entry["mean"])]
 
+    # one pass over seeds 0 and 1 vs each seed alone (passes 2 and 3), and vs lm-eval's own simple_evaluate
+    together = {s: slim_results(r) for s, r in outputs[0].items()}
+    alone = {1: slim_results(outputs[1][1]), 0: slim_results(outputs[2][0])}
+    [lm] = ReusedModels.loads.values()
+    stock = slim_results(evaluator.simple_evaluate(
+        model=lm, tasks=["finemed_demo"], num_fewshot=1, limit=1, task_manager=task_manager, log_samples=True,
+        bootstrap_iters=0, fewshot_random_seed=1, random_seed=GLOBAL_SEEDS["random"],
+        numpy_random_seed=GLOBAL_SEEDS["numpy"], torch_random_seed=GLOBAL_SEEDS["torch"],
+    ))
+    for seed in (0, 1):
+        a, b = together[seed], alone[seed]
+        assert a["results"] == b["results"] and a["task_hashes"] == b["task_hashes"]
+        x, y = a["documents"]["finemed_demo"], b["documents"]["finemed_demo"]
+        assert x["doc_id"] == y["doc_id"] == [0, 1] and x["correct"] == y["correct"]
+        assert x["gold_ll"] == pytest.approx(y["gold_ll"], abs=1e-6)
+    x, y = together[1]["documents"]["finemed_demo"], stock["documents"]["finemed_demo"]
+    assert y["doc_id"] == [0] and x["correct"][:1] == y["correct"] and x["gold_ll"][:1] == pytest.approx(y["gold_ll"], abs=1e-6)
+
     # nothing left to do: no evaluation and no model load
     class NoLoad:
         @classmethod
@@ -594,38 +638,4 @@ def test_real_run_resumes_after_a_kill_and_recomputes_a_corrupted_cell(tmp_path,
     monkeypatch.setattr(lb, "lm_class", lambda config: NoLoad)
     summary = lb.run(cfg, out, task_manager=task_manager, progress=False)
     assert summary.computed == [] and len(passes) == 3
-    assert summary.rendered and "smollm2-135m ttt=off" in Path(summary.rendered["markdown"]).read_text()
-
-
-@needs_embedded
-def test_one_pass_over_all_seeds_equals_seed_by_seed_runs(task_manager):
-    """evaluate_seeds (one lm-eval pass, every seed a renamed task) vs lm-eval's own simple_evaluate per seed,
-    with TTT on (LoRA): same answers, per-document log-likelihoods within 1e-6."""
-    from lm_eval import evaluator
-    from lm_eval.api.registry import get_model
-
-    from finemed_eval.leaderboard.evaluate import GLOBAL_SEEDS, evaluate_seeds, slim_results
-    from finemed_eval.zoo import resolve_pretrained
-
-    cfg = parse_config(
-        {"models": ["smollm2-135m-instruct"], "tasks": ["finemed_demo"], "seeds": [0, 1, 2], "num_fewshot": 1, "limit": 4}
-    )
-    args = {"pretrained": resolve_pretrained("smollm2-135m-instruct"), "ttt": "lora", "corpus": "demo", "retriever": "minilm", "lr": 1e-4}
-    # batch size 1: with larger batches, padding alone moves float32 log-likelihoods by ~1e-6 on CPU
-    lm = ReusedModels(get_model("finemed_ttt")).create_from_arg_obj(args, {"batch_size": 1})
-    one_pass = {s: slim_results(r) for s, r in evaluate_seeds(lm, cfg, "finemed_demo", [0, 1, 2], task_manager).items()}
-    prompts = set()
-    for seed in (0, 1, 2):
-        alone = slim_results(evaluator.simple_evaluate(
-            model=lm, tasks=["finemed_demo"], num_fewshot=1, limit=4, task_manager=task_manager, log_samples=True,
-            bootstrap_iters=0, fewshot_random_seed=seed, random_seed=GLOBAL_SEEDS["random"],
-            numpy_random_seed=GLOBAL_SEEDS["numpy"], torch_random_seed=GLOBAL_SEEDS["torch"],
-        ))
-        mine, ref = one_pass[seed], alone
-        assert mine["results"] == ref["results"] and mine["n-samples"] == ref["n-samples"]
-        assert mine["task_hashes"] == ref["task_hashes"]  # same documents, prompts (exemplars) and targets
-        a, b = mine["documents"]["finemed_demo"], ref["documents"]["finemed_demo"]
-        assert a["doc_id"] == b["doc_id"] == [0, 1, 2, 3] and a["correct"] == b["correct"]
-        assert a["gold_ll"] == pytest.approx(b["gold_ll"], abs=1e-6)
-        prompts.add(mine["task_hashes"]["finemed_demo"])
-    assert len(prompts) == 3  # three seeds, three exemplar draws
+    assert summary.rendered and "smollm2-135m ttt=lora" in Path(summary.rendered["markdown"]).read_text()

@@ -72,7 +72,7 @@ def write_config(tmp_path: Path, corpus: Path, tasks: str = "[finemed_demo]", ex
     path = tmp_path / "lb.yaml"
     path.write_text(
         "models:\n"
-        "  - {name: off, model: smollm2-135m-instruct, args: {ttt: 'off'}}\n"
+        "  - {name: 'off', model: smollm2-135m-instruct, args: {ttt: 'off'}}\n"
         f"  - {{name: lora, model: smollm2-135m-instruct, args: {{ttt: lora, corpus: '{corpus}'}}}}\n"
         f"  - {{name: lora demo, model: smollm2-135m-instruct, args: {{ttt: lora, corpus: demo, lr: 0.001}}, baseline: 'off'}}\n"
         f"tasks: {tasks}\nseeds: [0, 1]\nlimit: 4\ninclude_reported: false\n{extra}"
@@ -162,7 +162,7 @@ def test_aggregate_with_missing_cells_is_one_clear_error(tmp_path, monkeypatch, 
 def test_a_bad_shard_is_refused_before_any_compute(tmp_path, capsys, text, corpus):
     config = write_config(tmp_path, corpus)
     with pytest.raises(SystemExit) as exit_:
-        cli.main(["leaderboard", "run", str(config), "--out", str(tmp_path / "out"), "--shard", text])
+        cli.main(["leaderboard", "run", str(config), "--out", str(tmp_path / "out"), f"--shard={text}"])
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: --shard {text!r}: ") and "Traceback" not in err

@@ -79,11 +79,32 @@ def test_wheel_carries_the_pth_hook_and_task_files(wheel):
     assert "finemed_eval_lm_eval_plugin.pth,sha256=" in zipfile.ZipFile(wheel).read(record).decode()
 
 
+def _venv_over_this_environment(venv: Path) -> Path:
+    """A fresh venv that sees this environment's packages (lm-eval, torch, ...) but installs its own.
+
+    `python -m venv --system-site-packages` from sys.executable would only see the *base* interpreter's
+    packages when this test itself runs inside a venv. So the venv is made from the base interpreter,
+    and a .pth adds this environment's site-packages after the venv's own (addsitedir also runs their
+    .pth files, as --system-site-packages would): the venv's install wins, everything else is found.
+    """
+    import site
+    import sysconfig
+
+    # --without-pip: pip, like lm-eval, comes from this environment (and ensurepip is slow or absent)
+    made = _run(getattr(sys, "_base_executable", sys.executable), "-m", "venv", "--without-pip", str(venv))
+    assert made.returncode == 0, made.stderr[-2000:]
+    python = venv / "bin" / "python"
+    purelib = _run(str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])").stdout.strip()
+    ours = list(dict.fromkeys([*site.getsitepackages(), sysconfig.get_paths()["purelib"]]))
+    lines = "".join(f"import site; site.addsitedir({p!r})\n" for p in ours)
+    (Path(purelib) / "_parent_environment.pth").write_text(lines)
+    return python
+
+
 def test_regular_install_in_a_fresh_venv_is_seen_by_lm_eval(wheel, tmp_path):
     """Non-editable install: lm-eval finds the tasks inside site-packages, not in this checkout."""
     venv = tmp_path / "venv"
-    assert _run(sys.executable, "-m", "venv", "--system-site-packages", str(venv)).returncode == 0
-    python = venv / "bin" / "python"
+    python = _venv_over_this_environment(venv)
     done = _run(str(python), "-m", "pip", "install", "--no-deps", "--no-index", str(wheel))
     assert done.returncode == 0, done.stderr[-2000:]
     code = (
