@@ -130,3 +130,29 @@ def test_the_loss_covers_the_response_and_its_end_of_turn_only(tmp_path):
         text = tokenizer.decode([t for t in labels.tolist() if t != -100])
         response = row["completion"][0]["content"]
         assert text == response + "<|im_end|>\n"  # the template's end-of-turn; no prompt, no padding
+
+
+def test_finemed_train_checks_files_and_fields_before_launching(tmp_path):
+    from finemed_eval.training.launch import train
+
+    bad = tmp_path / "Pediatrics" / "train.jsonl"
+    bad.parent.mkdir()
+    bad.write_text(json.dumps({"text": "t", "instruction": "q"}) + "\n")
+    with pytest.raises(DataError, match=r"Pediatrics/train.jsonl: missing field\(s\) 'response'"):
+        train("tiny/finemedlm/stage2", None, ["--data", str(tmp_path), "--department", "Pediatrics"], dry_run=True)
+    with pytest.raises(DataError, match="no department folder 'Cardiology'"):
+        train("tiny/finemedlm/stage2", None, ["--data", str(SFT), "--department", "Cardiology"], dry_run=True)
+    assert train("tiny/finemedlm/stage2", None, ["--data", str(SFT)], dry_run=True) == 0
+
+
+def test_the_stage_scripts_end_data_errors_with_one_line():
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "finemed_eval.training.sft", "--config", "tiny/finemedlm/stage2",
+         "--model_name_or_path", "smollm2-135m-instruct", "--data", str(SFT), "--department", "Cardiology"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "finemed training: error:" in done.stderr and "no department folder 'Cardiology'" in done.stderr

@@ -13,6 +13,7 @@ response and its end-of-turn token only.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,6 +80,44 @@ def select(
     train_rows = _trainer_rows(stage, dataset, system_prompt)
     holdout_rows = _trainer_rows(stage, holdout, system_prompt) if holdout is not None else None
     return Selection(train_rows, holdout_rows, source, files, digest, counts)
+
+
+def check_source(stage: str, data: str, *, data_dir: str | None = None, department: str | None = None) -> list[Path]:
+    """The files a selection will read, each with the layout's fields, checked from its first record
+    only (cheap enough for the launcher). Hub ids are checked when the stage loads them."""
+    root = Path(data).expanduser()
+    if not root.exists():
+        if _HUB_ID.match(data):
+            return []
+        raise DataError(f"{data}: no such file or folder, and not a hub id (org/name)")
+    if data_dir and department and not root.is_file():
+        raise DataError(f"{data}: set data_dir or department (both name a folder), not both")
+    files = _local_files(root, data_dir, department)
+    for path in files:
+        _check_fields(_first_record_fields(path), stage, str(path))
+    return files
+
+
+def _first_record_fields(path: Path) -> list[str]:
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return list(pq.read_schema(path).names)
+    if path.suffix == ".jsonl":
+        with open(path, encoding="utf-8") as handle:
+            line = next((line for line in handle if line.strip()), "")
+        if not line:
+            raise DataError(f"{path}: no rows")
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise DataError(f"{path}: first row is not JSON ({error})") from error
+    else:
+        record = json.loads(path.read_text(encoding="utf-8"))
+        record = record[0] if isinstance(record, list) and record else record
+    if not isinstance(record, dict):
+        raise DataError(f"{path}: rows must be JSON objects")
+    return list(record)
 
 
 def _trainer_rows(stage: str, dataset: Any, system_prompt: str | None) -> Any:

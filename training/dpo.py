@@ -9,7 +9,7 @@ starting model.
 
 from __future__ import annotations
 
-from finemed_eval.training.run import finish, parse_argv, prepare
+from finemed_eval.training.run import finish, parse_argv, prepare, run_script
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -31,4 +31,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

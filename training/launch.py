@@ -12,6 +12,7 @@ from pathlib import Path
 import yaml
 
 from finemed_eval.training.args import Recipe, RecipeError, load_recipe
+from finemed_eval.training.data import check_source
 
 CONFIG_DIR = Path(__file__).parent / "accelerate"
 
@@ -75,6 +76,8 @@ def train(recipe_name: str, accelerate: str | None, overrides: list[str], launch
     extra = shlex.split(launch_args)
     # every recipe error (batch arithmetic for this many processes included) surfaces here, before any launch
     recipe = load_recipe(recipe_name, overrides, world_size=num_processes(accelerate, extra))
+    f = recipe.finemed
+    check_source(f.stage, f.data, data_dir=f.data_dir, department=f.department)  # files and fields, too
     command, env = build_command(recipe, accelerate, overrides, extra)
     print(shlex.join(command), flush=True)
     if dry_run:

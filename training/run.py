@@ -9,7 +9,7 @@ from typing import Any
 
 from finemed_eval import zoo
 from finemed_eval.training.args import Recipe, RecipeError, load_recipe
-from finemed_eval.training.data import Selection, select
+from finemed_eval.training.data import DataError, Selection, select
 
 
 @dataclass
@@ -100,3 +100,14 @@ def finish(trainer: Any, run: Prepared) -> None:
             path = zoo.register(run.recipe.finemed.register_as, out, description, run.parent, run.lineage)
             trainer.accelerator.print(f"registered {run.recipe.finemed.register_as!r} -> {out} ({path})")
     trainer.accelerator.wait_for_everyone()
+
+
+def run_script(main: Any) -> None:
+    """Run a stage script's main; recipe, data and zoo errors end it with one line and exit code 2."""
+    import sys
+
+    try:
+        main()
+    except (RecipeError, DataError, zoo.ZooError) as error:
+        print(f"finemed training: error: {error}", file=sys.stderr)
+        sys.exit(2)
