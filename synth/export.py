@@ -1,7 +1,7 @@
 """`finemed synth export`: the released FineMed layouts, loadable with datasets.load_dataset("json", ...).
 
 FineMed-SFT (columns text, instruction, complexity, quality, language, response, instruction_type):
-    sft/Medicine (all)/train.jsonl     every classified SFT row
+    sft/Medicine (all)/train.jsonl     every SFT row (also those the classifier could not place)
     sft/<Department>/train.jsonl       one folder per first-level department (e.g. InternalMedicine)
     sft/<SubDepartment>/train.jsonl    one folder per second-level department (e.g. Cardiology)
     sft/SFTo1Data/train.jsonl          the long-form (complex) subset: also a finemed_ttt corpus
@@ -35,9 +35,10 @@ def export(config: SynthConfig, out: Path | None = None) -> dict[str, int]:
     if not is_done(stage_dir(run_dir, "classify")):
         raise RecordError(f"{run_dir}: the run has not finished (finemed synth run first); nothing exported")
     target = Path(out) if out else run_dir / "export"
-    rows = ok_records(stage_dir(run_dir, "classify"))
-    groups: dict[str, list[dict]] = {ALL: rows, LONGFORM: [r for r in rows if r["instruction_type"] == "complex"]}
-    for row in rows:
+    sft = ok_records(stage_dir(run_dir, "sft"))  # all SFT rows, classified or not
+    classified = ok_records(stage_dir(run_dir, "classify"))
+    groups: dict[str, list[dict]] = {ALL: sft, LONGFORM: [r for r in sft if r["instruction_type"] == "complex"]}
+    for row in classified:
         # a set: ENT's first sub-department has the department's own name, so one folder, one row
         for name in {folder_name(d) for d in (row.get("department"), row.get("sub_department")) if d}:
             groups.setdefault(name, []).append(row)

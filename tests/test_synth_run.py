@@ -107,7 +107,11 @@ def test_end_to_end_every_id_once_and_exports_load(reference):
     export = out / "export"
     sft = load_dataset("json", data_files=str(export / "sft" / "Medicine (all)" / "train.jsonl"), split="train")
     assert sft.column_names == ["complexity", "instruction", "instruction_type", "language", "quality", "response", "text"]
-    assert len(sft) == len(ids(stage_dir(out, "classify") / "ok" / "part-00000.jsonl")) > 0
+    assert len(sft) == len(ids(stage_dir(out, "sft") / "ok" / "part-00000.jsonl")) > 0
+    placed = sum(1 for p in (export / "sft").glob("*/train.jsonl") if p.parent.name in {
+        "InternalMedicine", "Surgery", "ObstetricsandGynecology", "Pediatrics", "OtorhinolaryngologyENT", "OtherDepartments"}
+        for _ in p.read_text().splitlines())
+    assert placed == len(ids(stage_dir(out, "classify") / "ok" / "part-00000.jsonl"))  # one first-level folder each
     dpo = load_dataset("json", data_files=str(export / "dpo" / "train.jsonl"), split="train")
     assert set(dpo.column_names) == {"text", "complexity", "quality", "language", "prompt", "chosen", "rejected"}
     assert dpo[0]["prompt"][0]["role"] == "user" and dpo[0]["chosen"][0]["role"] == "assistant"
