@@ -1,13 +1,14 @@
 """Our SFT stage script against a plain TRL `SFTTrainer` on the same rows and settings, one run.
 
-Both run as fresh processes, alternating (so drifting machine load hits both): ours is
+Both run as fresh processes, alternating, each going first in every other round (so drifting
+machine load hits both): ours is
 `python -m finemed_eval.training.sft --config RECIPE` (recipe parsing, data selection, provenance,
 zoo registration included), plain TRL is a short script that reads the same JSONL files with
 `datasets`, draws the same rows and trains `SFTTrainer` with the recipe's TRL keys. Prints training
-tokens/s (TRL's own `num_tokens` / `train_runtime`, best of the rounds), whole-process wall time,
+tokens/s per round and the best of the rounds (TRL's own `num_tokens` / `train_runtime`), whole-process wall time,
 and the ratio ours / plain (target >= 0.95: the wrapper adds nothing to the training loop).
 
-Usage: python benchmarks/train_bench.py [--steps 30] [--rounds 2] [--model DIR]
+Usage: python benchmarks/train_bench.py [--steps 30] [--rounds 4] [--model DIR]
 (default model: a 2-layer, 64-wide model cut from SmolLM2, see finemed_eval.training.tiny)
 """
 
@@ -86,7 +87,7 @@ def run_plain(model: str, out: Path, steps: int, env: dict) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=30)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--model", default=None)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -97,17 +98,21 @@ def main() -> None:
             from finemed_eval.training.tiny import derive_tiny_model
 
             model = str(derive_tiny_model(work / "model", layers=2, hidden_size=64))
-        runs: dict[str, list[dict]] = {"plain TRL SFTTrainer": [], "finemed sft.py": []}
+        runners = {"plain TRL SFTTrainer": run_plain, "finemed sft.py": run_ours}
+        runs: dict[str, list[dict]] = {name: [] for name in runners}
         for i in range(args.rounds):
-            runs["plain TRL SFTTrainer"].append(run_plain(model, work / f"plain{i}", args.steps, env))
-            runs["finemed sft.py"].append(run_ours(model, work / f"ours{i}", args.steps, env))
+            order = list(runners) if i % 2 == 0 else list(reversed(runners))  # neither always goes first
+            for name in order:
+                result = runners[name](model, work / f"{name.split()[0]}{i}", args.steps, env)
+                runs[name].append(result)
+                print(f"round {i + 1} {name:22} {result['tokens'] / result['runtime']:9.1f} train tokens/s", flush=True)
     best = {}
     for name, results in runs.items():
         tokens = {r["tokens"] for r in results}
         assert len(tokens) == 1, f"{name}: token counts differ between rounds: {tokens}"
         best[name] = max(r["tokens"] / r["runtime"] for r in results)
         wall = min(r["wall"] for r in results)
-        print(f"{name:22} {best[name]:9.1f} train tokens/s   {tokens.pop()} tokens   process wall {wall:6.1f} s")
+        print(f"best    {name:22} {best[name]:9.1f} train tokens/s   {tokens.pop():.0f} tokens   process wall {wall:6.1f} s")
     ours, plain = best["finemed sft.py"], best["plain TRL SFTTrainer"]
     print(f"ratio ours / plain TRL: {ours / plain:.3f} (target >= 0.95)")
 
