@@ -1,11 +1,12 @@
 """Model zoo: short names for models, resolved to what `pretrained=` takes.
 
-Curated entries (the paper's models and baselines, `curated.py`) are hub ids, the embedded offline
+Curated entries (`curated.py`: the paper's models and baselines) are hub ids, the embedded offline
 model (`finemed_eval.embedded`) or API-only names; trained models register one JSON file each in
-`registry_dir()` pointing at their checkpoint folder. Imports nothing from the evaluator or training. Resolution of
-the embedded model is lazy because it may convert a GGUF on first use (~35 s): `canonical_model`
-names a model without side effects (for validation and cache keys), `resolve_pretrained` returns
-the folder or id to load.
+`registry_dir()`, pointing at their checkpoint folder. Imports nothing from the evaluator or training.
+
+Resolution of the embedded model is lazy because it may convert a GGUF on first use (~35 s):
+`canonical_model` names a model without side effects (for validation and cache keys),
+`resolve_pretrained` returns the folder or id to load.
 """
 
 from __future__ import annotations
