@@ -560,9 +560,9 @@ def test_real_run_resumes_after_a_kill_and_recomputes_a_corrupted_cell(tmp_path,
         "models:\n"
         "  - name: smollm2-135m ttt=lora\n"
         "    model: smollm2-135m-instruct\n"
-        # max_length 128: the scored context is left-truncated too (a CPU forward pass costs per token)
-        f"    args: {{ttt: lora, corpus: '{corpus}', retriever: minilm, lr: 1.0e-3, max_length: 128}}\n"
-        # every context is left-truncated to 127 tokens and every continuation is one letter token, so no
+        # max_length 64: the scored context is left-truncated too (a CPU forward pass costs per token)
+        f"    args: {{ttt: lora, corpus: '{corpus}', retriever: minilm, lr: 1.0e-3, max_length: 64}}\n"
+        # every context is left-truncated to 63 tokens and every continuation is one letter token, so no
         # batch is ever padded: padding alone moves float32 log-likelihoods by ~1e-6 on CPU
         "tasks: [finemed_demo]\nseeds: [0, 1]\nnum_fewshot: 1\nlimit: 2\nbatch_size: 10\n"
         "include_reported: all\n"
