@@ -8,7 +8,7 @@ zoo registration included), plain TRL is a short script that reads the same JSON
 tokens/s per round and the best of the rounds (TRL's own `num_tokens` / `train_runtime`), whole-process wall time,
 and the ratio ours / plain (target >= 0.95: the wrapper adds nothing to the training loop).
 
-Usage: python benchmarks/train_bench.py [--steps 30] [--rounds 4] [--model DIR]
+Usage: python benchmarks/train_bench.py [--steps 30] [--rounds 4] [--threads 1] [--model DIR]
 (default model: a 2-layer, 64-wide model cut from SmolLM2, see finemed_eval.training.tiny)
 """
 
@@ -89,10 +89,14 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--model", default=None)
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads per run (on a shared CPU, more threads spin and add noise)"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         env = dict(os.environ, FINEMED_ZOO_DIR=str(work / "zoo"), HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+        env["OMP_NUM_THREADS"] = str(args.threads)
         model = args.model
         if model is None:
             from finemed_eval.training.tiny import derive_tiny_model
