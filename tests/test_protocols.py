@@ -34,3 +34,22 @@ def test_o1_protocol_prompts_in_chat_and_the_log_counts_budget_hits(task_manager
     assert sample["arguments"][0][0].startswith("<|im_start|>system\n" + O1_SYSTEM_PROMPT.strip())
     assert lm.log.token_limit_hits() == {"finemed_demo_cot": (2, 2)}  # 8 tokens never reach a conclusion
     assert 0 <= results["results"]["finemed_demo_cot"]["no_answer,none"] <= 1  # reported per task
+
+
+def test_leaderboard_models_take_their_zoo_protocol_and_it_keys_the_cells():
+    from finemed_eval.leaderboard.cells import cell_material
+    from finemed_eval.leaderboard.config import LeaderboardError, parse_config
+
+    config = parse_config({
+        "models": ["finemedlm-o1", {"model": "finemedlm-o1", "name": "o1 plain", "protocol": "default"}, "smollm2-135m-instruct"],
+        "tasks": ["finemed_demo_cot"],
+    })
+    assert [m.protocol for m in config.models] == ["o1", "default", "default"]
+    materials = [
+        cell_material(config, m, m.model, "finemed_demo_cot", "h", 0, task_data_hash={}, corpus_hash=None,
+                      lm_eval="x", finemed_eval="y", finemed_code="z")
+        for m in config.models[:2]
+    ]
+    assert materials[0]["protocol"] == "o1" and materials[1]["protocol"] == "default"
+    with pytest.raises(LeaderboardError, match=r"models\[0\]\.protocol"):
+        parse_config({"models": [{"model": "smollm2-135m-instruct", "protocol": "o2"}], "tasks": ["finemed_demo"]})

@@ -61,6 +61,7 @@ def cell_material(
         "model": canonical_model,
         "model_args": dict(sorted(spec.args.items())),
         "apply_chat_template": config.apply_chat_template,
+        "protocol": spec.protocol,
         "task": task,
         "task_config_hash": task_config_hash,
         "task_data": task_data_hash,  # benchmark -> content hash of its files (None: read from the hub)

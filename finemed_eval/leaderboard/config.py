@@ -36,6 +36,7 @@ class ModelSpec:
     model: str  # as written: zoo name, hub id or local path
     args: dict[str, Scalar] = field(default_factory=dict)  # extra model_args for the lm-eval model
     baseline: str | None = None  # display name of the model this one is compared with (paired statistics)
+    protocol: str = "default"  # how it is prompted (finemed_eval.protocols); default: its zoo entry's
 
     def model_args(self, pretrained: str) -> dict[str, Scalar]:
         """What the lm-eval model is created with: the resolved weights plus the config's args."""
@@ -84,7 +85,10 @@ def parse_config(data: Any, *, source: str = "<config>", base_dir: Path | None =
         data["models"] = [{"model": m} if isinstance(m, str) else m for m in data["models"]]
     errors = schema_errors(data)
     models = [] if errors else [
-        ModelSpec(name=m.get("name", m["model"]), model=m["model"], args=dict(m.get("args") or {}), baseline=m.get("baseline"))
+        ModelSpec(
+            name=m.get("name", m["model"]), model=m["model"], args=dict(m.get("args") or {}), baseline=m.get("baseline"),
+            protocol=m.get("protocol") or _zoo_protocol(m["model"]),
+        )
         for m in data["models"]
     ]
     names = [m.name for m in models]
@@ -111,6 +115,14 @@ def parse_config(data: Any, *, source: str = "<config>", base_dir: Path | None =
         apply_chat_template=data.get("apply_chat_template", False),
         source=source,
     )
+
+
+def _zoo_protocol(model: str) -> str:
+    """A zoo model's own default protocol (FineMedLM-o1: the authors' o1 prompt); others: default."""
+    from finemed_eval.zoo import ZOO
+
+    entry = ZOO.get(model)
+    return entry.protocol if entry is not None else "default"
 
 
 def schema_errors(data: dict[str, Any]) -> list[str]:

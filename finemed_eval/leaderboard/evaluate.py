@@ -18,6 +18,7 @@ from finemed_eval.leaderboard.config import LeaderboardError, RunConfig
 from finemed_eval.leaderboard.documents import per_document
 from finemed_eval.leaderboard.fingerprint import sha256_text
 from finemed_eval.leaderboard.task_tree import leaves
+from finemed_eval.protocols import get_protocol
 
 SEED_MARK = "@seed"
 # Global RNGs are seeded once per pass with lm-eval's own defaults; the few-shot draw, the only
@@ -95,7 +96,9 @@ def _set_fewshot(task: Any, num_fewshot: int | None, seed: int) -> None:
     task.set_fewshot_seed(seed=seed)
 
 
-def evaluate_seeds(lm: Any, config: RunConfig, task: str, seeds: list[int], task_manager: Any) -> dict[int, dict]:
+def evaluate_seeds(
+    lm: Any, config: RunConfig, task: str, seeds: list[int], task_manager: Any, protocol: str = "default"
+) -> dict[int, dict]:
     """ONE lm-eval pass over every seed of `task`; returns seed -> that seed's results (with samples)."""
     import numpy as np
     from lm_eval import evaluator
@@ -104,13 +107,15 @@ def evaluate_seeds(lm: Any, config: RunConfig, task: str, seeds: list[int], task
     random.seed(GLOBAL_SEEDS["random"])
     np.random.seed(GLOBAL_SEEDS["numpy"])
     set_torch_seed(GLOBAL_SEEDS["torch"])
+    prompting = get_protocol(protocol)
     results = evaluator.evaluate(
         lm=lm,
         task_dict=seed_variants(task_manager, task, seeds, config.num_fewshot),
         limit=config.limit,
         bootstrap_iters=0,  # per-seed stderr is not reported; the spread over seeds and paired tests are
         log_samples=True,  # per-document records for the paired statistics, and lm-eval's task hashes
-        apply_chat_template=config.apply_chat_template,
+        apply_chat_template=config.apply_chat_template or prompting.apply_chat_template,
+        system_instruction=prompting.system_instruction,
     )
     if results is None:
         raise RuntimeError("lm-eval returned no results (non-zero rank?)")

@@ -222,7 +222,7 @@ def _evaluate_pending(
                 seeds = [c.seed for c in cells]
                 bar.set_postfix_str(f"{spec.name} | {task} | seeds {', '.join(map(str, seeds))}")
                 started = time.monotonic()
-                by_seed = evaluate_seeds(lm, config, task, seeds, tm)
+                by_seed = evaluate_seeds(lm, config, task, seeds, tm, protocol=spec.protocol)
                 summary.passes.append((spec.name, task, seeds))
                 duration = round(time.monotonic() - started, 3)
                 for cell in cells:
