@@ -542,9 +542,9 @@ def test_real_run_resumes_after_a_kill_and_recomputes_a_corrupted_cell(tmp_path,
     outputs: list[dict[int, dict]] = []
     real = lb.evaluate_seeds
 
-    def counting(lm, config, task, seeds, tm):
+    def counting(lm, config, task, seeds, tm, **kwargs):
         passes.append((task, list(seeds)))
-        outputs.append(real(lm, config, task, seeds, tm))
+        outputs.append(real(lm, config, task, seeds, tm, **kwargs))
         return outputs[-1]
 
     monkeypatch.setattr(lb, "evaluate_seeds", counting)

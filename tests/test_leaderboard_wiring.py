@@ -27,7 +27,7 @@ class StandInModel:
         return dict(args)
 
 
-def stand_in_evaluate(lm, config, task, seeds, tm):
+def stand_in_evaluate(lm, config, task, seeds, tm, **kwargs):
     """Per-seed results shaped like lm-eval's, deterministic in (model args, task, seed, document)."""
     out = {}
     for seed in seeds:
