@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -27,8 +28,12 @@ def base(tmp_path_factory) -> Path:
 def _train(base: Path, out: Path, accelerate: str) -> dict:
     env = dict(os.environ, FINEMED_ZOO_DIR=str(out.parent / "zoo"), HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
     env["OMP_NUM_THREADS"] = "1"
+    with socket.socket() as probe:  # a free rendezvous port: other jobs on this machine may hold 29500
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
     command = [
-        sys.executable, "-m", "finemed_eval.cli", "train", "tiny/finemedlm/stage3", "--accelerate", accelerate, "--",
+        sys.executable, "-m", "finemed_eval.cli", "train", "tiny/finemedlm/stage3", "--accelerate", accelerate,
+        "--launch-args", f"--main_process_port {port}", "--",
         "--model_name_or_path", str(base), "--output_dir", str(out), "--data", str(FIXTURES / "sft"),
         "--register_as", f"tiny-{accelerate.replace('_', '-')}",
     ]  # fmt: skip
