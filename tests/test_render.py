@@ -169,6 +169,15 @@ def test_render_full_fixture_writes_everything(tmp_path):
     assert 'src="plots/accuracy_by_benchmark.png"' in linked
 
 
+def test_finemed_leaderboard_render_is_the_entry_point(tmp_path, capsys):
+    from finemed_eval.cli import main
+
+    assert main(["leaderboard", "render", str(FIXTURE), "--out", str(tmp_path), "--link-plots"]) == 0
+    out = capsys.readouterr()
+    assert out.out.startswith("| Model | Average | MedQA |") and "### Paired comparisons" in out.out
+    assert 'src="plots/gold_ll_change.png"' in (tmp_path / "leaderboard.html").read_text(encoding="utf-8")
+
+
 def test_render_only_reported_rows(board, tmp_path):
     src = tmp_path / "leaderboard.json"
     src.write_text(json.dumps(_board_with([e for e in board["entries"] if e["status"] == "reported"])))

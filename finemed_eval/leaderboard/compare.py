@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from finemed_eval.leaderboard.aggregate import MeasuredCell
+from finemed_eval.leaderboard.aggregate import MeasuredCell, benchmark_name
 from finemed_eval.leaderboard.config import LeaderboardError
 from finemed_eval.leaderboard.pairs import Pair
 from finemed_eval.leaderboard.stats import paired_stats
@@ -35,7 +35,7 @@ def compare_pairs(
             comparisons.append(
                 {
                     "task": task,
-                    "benchmark": benchmarks.get(task, task),
+                    "benchmark": benchmark_name(task, by_key[(pair.baseline, task, seeds[0])].slim, benchmarks),  # as in entries
                     "seeds": [{"seed": s, **paired_stats(*side).to_json()} for s, side in zip(seeds, sides, strict=True)],
                     "pooled": paired_stats(*pooled).to_json(),
                     "gold_ll_changes": changes,
