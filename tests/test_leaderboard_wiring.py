@@ -158,6 +158,18 @@ def test_aggregate_with_missing_cells_is_one_clear_error(tmp_path, monkeypatch, 
         lb.run(cfg, tmp_path / "out", task_manager=task_manager, compute=False, progress=False)
 
 
+def test_a_pair_on_different_documents_is_refused_before_any_compute(tmp_path, monkeypatch, task_manager, corpus):
+    stand_in(monkeypatch)
+    evaluated = []
+    monkeypatch.setattr(lb, "evaluate_seeds", lambda *a, **k: evaluated.append(a) or stand_in_evaluate(*a, **k))
+    # the o1 protocol prompts differently: its documents are not the baseline's documents
+    path = write_config(tmp_path, corpus)
+    path.write_text(path.read_text().replace("baseline: 'off'}", "baseline: 'off', protocol: o1}"))
+    with pytest.raises(LeaderboardError, match=r"pair 'lora demo' vs 'off': task finemed_demo seed 0 is evaluated on different documents \(differs in: protocol\)"):
+        lb.run(load_config(path), tmp_path / "out", task_manager=task_manager, progress=False)
+    assert evaluated == [] and not list((tmp_path / "out" / "cells").iterdir())
+
+
 @pytest.mark.parametrize("text", ["1", "0/2", "3/2", "1/0", "a/b", "-1/2", "1/2/3"])
 def test_a_bad_shard_is_refused_before_any_compute(tmp_path, capsys, text, corpus):
     config = write_config(tmp_path, corpus)
