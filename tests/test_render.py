@@ -551,7 +551,13 @@ def test_browser_reader_sees_rows_and_the_paired_ttt_line(rendered, tmp_path):
         "(95% CI -2.50 to +9.17), flips 9 wrong→right / 5 right→wrong, exact McNemar p = 0.424, n = 120, "
         "mean change of gold log-likelihood +0.0153"
     )
-    assert "smollm2-135m ttt=full vs smollm2-135m ttt=off | MedQA | pooled | +3.33 | -2.50 to +9.17 | 9 | 5 | 0.424 | +0.0153 |" in lines
+    at = lines.index("smollm2-135m ttt=full vs smollm2-135m ttt=off · MedQA |")  # the per-seed table of the pair
+    assert lines[at + 1:at + 5] == [
+        "0 | +2.50 | -7.50 to +12.50 | 3 | 2 | 1 | +0.0147 |",
+        "1 | +2.50 | -7.50 to +12.50 | 3 | 2 | 1 | +0.0093 |",
+        "2 | +5.00 | -5.00 to +15.00 | 3 | 1 | 0.625 | +0.0220 |",
+        "pooled | +3.33 | -2.50 to +9.17 | 9 | 5 | 0.424 | +0.0153 |",
+    ]
     assert any(line.startswith("[image: Per-document change of the gold answer's log-likelihood") for line in lines)
     shot = tmp_path / "shot.png"  # rendered by the real browser without error, at the asked size
     _chromium(tmp_path, f"--screenshot={shot}", "--window-size=1280,900", "--hide-scrollbars", rendered.as_uri())
