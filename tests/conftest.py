@@ -47,3 +47,15 @@ def task_manager():
     from lm_eval.tasks import TaskManager
 
     return TaskManager(include_defaults=False)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Torch on 1 thread for a module: on 2 shared cores the spinning intra-op workers of 2 threads
+    measured 5-10x slower per adaptation."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

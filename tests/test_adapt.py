@@ -22,14 +22,7 @@ OTHER = ("Which vitamin deficiency causes scurvy?", "Vitamin C (ascorbic acid) d
 PROBE = "A patient with hives and wheezing after a bee sting should receive"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # With 2 cores shared by other jobs, torch's 2 intra-op threads measured 5-10x slower per
-    # adaptation than 1 thread (spinning workers); 1 thread keeps this module fast either way.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

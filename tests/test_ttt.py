@@ -20,15 +20,7 @@ from lm_eval.api.registry import get_model
 TASK = "finemed_demo"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # 2 shared cores: torch's spinning intra-op workers measured several times slower than 1 thread.
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
