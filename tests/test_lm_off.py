@@ -33,6 +33,30 @@ def test_loglikelihoods_equal_hf(models, local_data, task_manager):
         assert greedy_ours == greedy_ref
 
 
+def test_lm_head_runs_only_where_continuations_can_be_scored(models):
+    """Scoring skips the LM head for context positions, yet every (log-likelihood, greedy) equals
+    HFLM's own computation: rows of different lengths in one padded batch, continuations of 1-4
+    tokens, and a row whose input really ends with token 0 (the pad value)."""
+    reference, ours = models
+    encode = ours.tok_encode
+    preamble = "The following are multiple choice questions about medicine, answered by a careful clinician. "
+    contexts = [preamble * 3 + "Which organ makes insulin?\nAnswer:", preamble * 2 + "Pick one:", preamble * 2 + "Kidney stones are mostly"]
+    continuations = [encode(" the pancreas"), encode(" B"), encode(" calcium oxalate crystals")]
+    requests = [((c, ""), encode(c), cont) for c, cont in zip(contexts, continuations)]
+    requests.append((("zero", ""), encode(preamble * 2 + "Token zero then"), [0, encode(" x")[0]]))  # input row ends in 0
+    head_positions = []
+    hook = ours.model.lm_head.register_forward_hook(lambda _m, args, _o: head_positions.append(args[0].shape[1]))
+    try:
+        ours_results = ours._loglikelihood_tokens(requests, disable_tqdm=True)
+    finally:
+        hook.remove()
+    expected = reference._loglikelihood_tokens(requests, disable_tqdm=True)
+    longest_input = max(len(r[1]) + len(r[2]) - 1 for r in requests)
+    assert head_positions and max(head_positions) < longest_input / 2  # the head saw only the tail window
+    for (ll, greedy), (ll_ref, greedy_ref) in zip(ours_results, expected, strict=True):
+        assert abs(ll - ll_ref) <= 1e-6 and greedy == greedy_ref
+
+
 def test_greedy_generations_equal_hf(models, local_data, task_manager):
     reference, ours = models
     kwargs = dict(limit=2, num_fewshot=0, gen_kwargs="max_gen_toks=24")

@@ -4,11 +4,13 @@ The flow reads one way: options → retrieval → adaptation → answers. For ev
 nearest long-form reasoning example(s) are retrieved for its bare question; documents are grouped
 by adaptation key (neighbour ids + rendering); each group adapts the model once, answers all its
 requests (every option of every document, across all tasks and seeds of the call), and the weights
-are restored exactly. With `ttt=off` it is HFLM unchanged (same scores, same speed).
+are restored exactly. With `ttt=off` it is HFLM's scoring (log-likelihoods within 1e-6, identical
+generations), minus the LM head on context positions that are never scored.
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
 import time
 import warnings
@@ -48,6 +50,7 @@ class FineMedTTT(HFLM):
     def __init__(self, pretrained=None, **kwargs) -> None:
         hflm_kwargs, ttt_kwargs = _split_kwargs(kwargs)
         embedded = pretrained is None or (isinstance(pretrained, str) and is_embedded(pretrained))
+        self._longest_continuation: int | None = None  # set while scoring (see _model_call)
         options = self.ttt_options = TTTOptions.from_model_args(ttt_kwargs, embedded=embedded)
         hflm_kwargs["backend"] = "causal"
         # HFLM's own default is "cuda" even on machines without one.
@@ -116,6 +119,44 @@ class FineMedTTT(HFLM):
 
     def loglikelihood_rolling(self, requests: list[Instance], disable_tqdm: bool = False):
         return self._answer(requests, lambda batch: HFLM.loglikelihood_rolling(self, batch, disable_tqdm=True), disable_tqdm)
+
+    def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, override_bs=None):
+        # The longest continuation bounds where scored positions can start in any batch (see _model_call).
+        self._longest_continuation = max((len(continuation) for _, _, continuation in requests), default=None)
+        try:
+            return super()._loglikelihood_tokens(requests, disable_tqdm=disable_tqdm, override_bs=override_bs)
+        finally:
+            self._longest_continuation = None
+
+    def _model_call(self, inps: torch.Tensor, attn_mask=None, labels=None) -> torch.Tensor:
+        """HFLM's call, but the LM head and log-softmax run only on the positions that can be scored.
+
+        HFLM keeps the continuation logits of a right-padded row at `inplen - contlen : inplen` where
+        `inplen` is shifted by `len(logits) - padded_length`, so returning the last `keep` positions
+        selects the same logits. With SmolLM2's 49k vocabulary the head plus its log-softmax is about a
+        fifth of a 540-token scoring forward (1.16 s -> 0.91 s here; benchmarks/ttt_off_bench.py).
+        Exact up to matmul blocking (tests: within 1e-6 of `hf`)."""
+        keep = self._scored_positions(inps) if attn_mask is None and labels is None else None
+        if keep is None:
+            return super()._model_call(inps, attn_mask, labels)
+        with torch.no_grad(), torch.autocast(
+            device_type=self.device.type, dtype=self.mixed_precision_dtype, enabled=self.mixed_precision_dtype is not None
+        ):
+            return self.model(inps, logits_to_keep=keep).logits
+
+    def _scored_positions(self, inps: torch.Tensor) -> int | None:
+        """How many trailing positions of this right-padded batch can hold a continuation, or None
+        for all of them. A row's real length is at least one past its last non-pad token (pad is 0;
+        a real trailing token 0 only makes the bound more generous), and no continuation is longer
+        than the longest of the call."""
+        longest = self._longest_continuation
+        if longest is None or not _accepts_logits_to_keep(_base_type(self.model)):
+            return None
+        positions = torch.arange(1, inps.shape[1] + 1, device=inps.device)
+        real_length = ((inps != 0) * positions).amax(dim=1)  # 0 for an all-pad row
+        first_scored = max(int(real_length.min()) - longest, 0)
+        keep = inps.shape[1] - first_scored
+        return keep if keep < inps.shape[1] else None
 
     def generate_until(self, requests: list[Instance], disable_tqdm: bool = False):
         if self._vllm is None:
@@ -259,6 +300,16 @@ def check_dtype_supported(dtype, device: str, bf16_supported: Callable[[], bool]
     supported = bf16_supported or (lambda: torch.cuda.is_available() and torch.cuda.is_bf16_supported())
     if not supported():
         raise TTTError(f"finemed_ttt: dtype=bfloat16 was asked for but device {device!r} has no bfloat16 support; use dtype=float16 or float32")
+
+
+def _base_type(model) -> type:
+    return type(model.get_base_model() if hasattr(model, "get_base_model") else model)  # PeftModel passes kwargs on
+
+
+@functools.cache
+def _accepts_logits_to_keep(model_type: type) -> bool:
+    """transformers' causal LMs take `logits_to_keep`; a custom or older model may not."""
+    return "logits_to_keep" in inspect.signature(model_type.forward).parameters
 
 
 def _per_process(path: str | None, rank: int, world_size: int) -> str | None:
