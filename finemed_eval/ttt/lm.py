@@ -134,7 +134,7 @@ class FineMedTTT(HFLM):
         HFLM keeps the continuation logits of a right-padded row at `inplen - contlen : inplen` where
         `inplen` is shifted by `len(logits) - padded_length`, so returning the last `keep` positions
         selects the same logits. With SmolLM2's 49k vocabulary the head plus its log-softmax is about a
-        fifth of a 540-token scoring forward (1.16 s -> 0.91 s here; benchmarks/ttt_off_bench.py).
+        fifth of a 540-token scoring forward (1.16 s -> 0.91 s on 2 CPU cores; README, Benchmarks).
         Exact up to matmul blocking (tests: within 1e-6 of `hf`)."""
         keep = self._scored_positions(inps) if attn_mask is None and labels is None else None
         if keep is None:
