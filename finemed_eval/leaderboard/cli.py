@@ -1,4 +1,5 @@
-"""`finemed leaderboard run CONFIG --out DIR [--shard K/N]`, `aggregate CONFIG --out DIR`, `render JSON [--out DIR]`.
+"""`finemed leaderboard run CONFIG --out DIR [--shard K/N]`, `aggregate CONFIG --out DIR`, `render JSON [--out DIR]`,
+`publish DIR --to PATH|hf://datasets/ORG/NAME [--dry-run]`.
 
 Thin: parsing and printing only. Bad input (LeaderboardError) is printed without a traceback and
 exits 2; Ctrl-C exits 130 after saying that finished cells are kept.
@@ -21,7 +22,7 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
     """Add `leaderboard {run,aggregate,render}` to a parent CLI; each leaf sets `func` (and its alias `run`) to a
     handler `(args) -> int`; bad input raises SystemExit(2) after printing one line."""
     board = subparsers.add_parser("leaderboard", help="run and render the medical leaderboard")
-    sub = board.add_subparsers(dest="leaderboard_command", metavar="{run,aggregate,render}", required=True)
+    sub = board.add_subparsers(dest="leaderboard_command", metavar="{run,aggregate,render,publish}", required=True)
 
     run_p = sub.add_parser("run", help="evaluate models x tasks x seeds (resumable) and write leaderboard.json")
     run_p.add_argument("config", type=Path, help="leaderboard YAML config")
@@ -44,6 +45,15 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
     render_p.add_argument("--out", type=Path, default=None, help="output folder (default: beside the JSON)")
     render_p.add_argument("--link-plots", action="store_true", help="link plots/*.png instead of inlining them")
     render_p.set_defaults(func=cmd_render, run=cmd_render)
+
+    pub_p = sub.add_parser(
+        "publish",
+        help="write a finished run folder as a Hub-ready dataset (lm-eval layout, board, card, page, snapshots)",
+    )
+    pub_p.add_argument("dir", type=Path, help="a finished run folder (leaderboard.json and cells/)")
+    pub_p.add_argument("--to", required=True, help="a local folder, or hf://datasets/ORG/NAME (token: $HF_TOKEN)")
+    pub_p.add_argument("--dry-run", action="store_true", help="print the files it would write or push; write nothing")
+    pub_p.set_defaults(func=cmd_publish, run=cmd_publish)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -86,6 +96,17 @@ def _run(args: argparse.Namespace, *, shard_text: str | None, compute: bool) -> 
     if summary.rendered.get("html"):
         print(f"page: {Path(summary.rendered['html']).resolve().as_uri()}", file=sys.stderr)
     _print_markdown(summary.rendered)
+    return 0
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    from finemed_eval.leaderboard.publish import publish
+
+    try:
+        publish(args.dir, args.to, dry_run=args.dry_run)
+    except LeaderboardError as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(EXIT_BAD_INPUT) from None
     return 0
 
 

@@ -9,14 +9,19 @@ in one call (finemed_ttt adapts once per distinct neighbour set across all of th
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.util
+import json
 import random
+import shutil
+import tempfile
+from pathlib import Path
 from typing import Any
 
 from finemed_eval.leaderboard.config import LeaderboardError, RunConfig
 from finemed_eval.leaderboard.documents import per_document
-from finemed_eval.leaderboard.fingerprint import sha256_text
+from finemed_eval.leaderboard.fingerprint import scrub, scrub_text, sha256_text
 from finemed_eval.leaderboard.task_tree import leaves
 from finemed_eval.protocols import get_protocol
 
@@ -135,6 +140,10 @@ def split_seed(results: dict[str, Any], seed: int) -> dict[str, Any]:
             for k, v in metrics.items()
         }
 
+    def unmark_config(config: dict[str, Any]) -> dict[str, Any]:
+        name = config.get("task")
+        return {**config, "task": name[: -len(suffix)]} if isinstance(name, str) and name.endswith(suffix) else config
+
     return {
         "results": {k: unmark(v) for k, v in own(results.get("results")).items()},
         "versions": own(results.get("versions")),
@@ -142,6 +151,9 @@ def split_seed(results: dict[str, Any], seed: int) -> dict[str, Any]:
         "n-samples": own(results.get("n-samples")),
         "group_subtasks": {g: [c[: -len(suffix)] for c in kids] for g, kids in own(results.get("group_subtasks")).items()},
         "samples": own(results.get("samples")),
+        "configs": {k: unmark_config(v) for k, v in own(results.get("configs")).items()},
+        "higher_is_better": own(results.get("higher_is_better")),
+        "groups": {k: unmark(v) for k, v in own(results.get("groups")).items()},
     }
 
 
@@ -160,6 +172,10 @@ def slim_results(results: dict[str, Any]) -> dict[str, Any]:
             task_hashes[group] = sha256_text("".join(leaf_hashes[t] for t in group_leaves))
     return {
         "results": results.get("results", {}),
+        # kept for lm-eval's own results_<date>.json at publish time; local paths never stored
+        "configs": scrub(json.loads(json.dumps(results.get("configs") or {}, default=handle_non_serializable))),
+        "higher_is_better": results.get("higher_is_better", {}),
+        "groups": results.get("groups", {}),
         "versions": results.get("versions", {}),
         "n-shot": results.get("n-shot", {}),
         "n-samples": results.get("n-samples", {}),
@@ -167,3 +183,58 @@ def slim_results(results: dict[str, Any]) -> dict[str, Any]:
         "task_hashes": task_hashes,
         "documents": {task: per_document(rows) for task, rows in sorted(samples.items())},
     }
+
+
+# --------------------------------------------------------------------------- logged samples
+
+
+def handle_non_serializable(obj: Any) -> Any:
+    from lm_eval.utils import handle_non_serializable as lm_eval_handler
+
+    return lm_eval_handler(obj)
+
+
+def sample_line(sample: dict[str, Any]) -> str:
+    """One logged sample exactly as lm-eval's EvaluationTracker.save_results_samples writes it (so
+    `datasets` loads the file), with local paths scrubbed."""
+    from lm_eval.utils import sanitize_list
+
+    row = dict(sample)
+    row["arguments"] = {
+        f"gen_args_{i}": {f"arg_{j}": part for j, part in enumerate(arg)} for i, arg in enumerate(sample["arguments"])
+    }
+    row["resps"] = sanitize_list(sample["resps"])
+    row["filtered_resps"] = sanitize_list(sample["filtered_resps"])
+    row["target"] = str(sample["target"])
+    return scrub_text(json.dumps(row, default=handle_non_serializable, ensure_ascii=False)) + "\n"
+
+
+def samples_dir(cells_dir: Path, key: str) -> Path:
+    return cells_dir / f"{key}.samples"
+
+
+def write_samples(cells_dir: Path, key: str, samples: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    """Write a cell's logged samples as cells/<key>.samples/<task>.jsonl (one folder, moved into place
+    whole); return task -> {sha256, rows}, which the cell records so a damaged file is detected."""
+    target = samples_dir(cells_dir, key)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{key}.samples-", suffix=".partial", dir=cells_dir))
+    index: dict[str, dict[str, Any]] = {}
+    try:
+        for task, rows in sorted(samples.items()):
+            data = "".join(sample_line(r) for r in rows).encode("utf-8")
+            (tmp / f"{task}.jsonl").write_bytes(data)
+            index[task] = {"sha256": hashlib.sha256(data).hexdigest(), "rows": len(rows)}
+        tmp.chmod(0o755)
+        if target.exists():
+            shutil.rmtree(target)
+        tmp.rename(target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return index
+
+
+def remove_partial_samples(cells_dir: Path) -> None:
+    """Sample folders a killed run left half-written; only safe while holding the run lock."""
+    for stale in cells_dir.glob(".*.samples-*.partial"):
+        shutil.rmtree(stale, ignore_errors=True)

