@@ -24,10 +24,18 @@ def main(argv: list[str] | None = None) -> int:
     protocol.add_argument("name")
     protocol.set_defaults(run=_protocol)
 
-    zoo = commands.add_parser("zoo", help="the model zoo: list | show NAME | path NAME | register PATH")
-    zoo.add_argument("action", nargs="?", default="list", choices=("list", "show", "path", "register"))
-    zoo.add_argument("target", nargs="?", help="a zoo name (show, path) or a checkpoint folder (register)")
+    zoo = commands.add_parser(
+        "zoo", help="the model zoo: list | show NAME | path NAME | register PATH | card NAME --results BOARD"
+    )
+    zoo.add_argument("action", nargs="?", default="list", choices=("list", "show", "path", "register", "card"))
+    zoo.add_argument("target", nargs="?", help="a zoo name (show, path, card), a hub id (card) or a checkpoint folder (register)")
     zoo.add_argument("--name", help="register: the zoo name (default: register_as in its provenance.json)")
+    zoo.add_argument("--results", help="card: a leaderboard.json (or a run or published folder holding one)")
+    zoo.add_argument("--to", help="card: write README.md and .eval_results/ into this folder (default: a trained model's checkpoint)")
+    zoo.add_argument("--push", action="store_true", help="card: commit to the model's Hub repository (token: $HF_TOKEN)")
+    zoo.add_argument("--pr", action="store_true", help="card: open a pull request on the model's Hub repository (models that are not ours)")
+    zoo.add_argument("--source", help="card: the published board's URL, recorded as each result's source")
+    zoo.add_argument("--dry-run", action="store_true", help="card: print what would be written or pushed")
     zoo.set_defaults(run=_zoo)
 
     train = commands.add_parser("train", help="train a recipe (training/recipes) under accelerate launch")
@@ -97,6 +105,20 @@ def _zoo(args: argparse.Namespace) -> int:
         raise ValueError(f"finemed zoo {args.action} needs a {'folder' if args.action == 'register' else 'name'}")
     if args.action == "register":
         print(zoo.register_checkpoint(args.target, args.name))
+        return 0
+    if args.action == "card":
+        from pathlib import Path
+
+        from finemed_eval.zoo.card import card
+
+        if not args.results:
+            raise ValueError("finemed zoo card NAME needs --results BOARD (a leaderboard.json)")
+        if args.push and args.pr:
+            raise ValueError("finemed zoo card: choose --push (our repository) or --pr (someone else's), not both")
+        card(
+            args.target, Path(args.results), to=Path(args.to) if args.to else None, push=args.push, pr=args.pr,
+            dry_run=args.dry_run, source_url=args.source,
+        )
         return 0
     entry = zoo.get_entry(args.target)
     if entry is None:
