@@ -396,7 +396,37 @@ def test_reported_rows_are_never_averaged_with_measured_ones():
     assert by_status["reported"]["mean"] == pytest.approx(0.5766) and by_status["reported"]["seeds"] == []
     assert by_status["reported"]["source"] == "FineMedLM-o1 paper, Table 1"
     assert {e["task"] for e in entries if e["status"] == "reported"} == {"finemed_medqa"}
-    assert [o["config"]["model_name"] for o in open_medical_llm(entries)] == ["FineMedLM"]
+    pins = {"FineMedLM": {"zoo": "finemedlm", "hub_id": "hongzhouyu/FineMedLM", "revision": None, "dtype": "bfloat16"}}
+    # the paper's reported rows are never exported as if we had measured them
+    assert [o["config"]["model_name"] for o in open_medical_llm(entries, pins, parse())] == ["finemedlm"]
+
+
+def test_open_medical_llm_export_uses_lm_eval_task_names_and_metric_keys():
+    """Their leaderboard reads lm-eval results: `acc,none` under medqa_4options, medmcqa, mmlu_<subject>,
+    with config.model_name/model_sha/model_dtype; our own benchmarks stay out; our protocol is recorded."""
+    entries = agg(
+        measured([0.2, 0.4], model="smol", task="finemed_medqa")
+        + measured([0.5, 0.7], model="smol", task="finemed_mmlu_anatomy")
+        + measured([0.1, 0.3], model="smol", task="finemed_medmcqa")
+        + measured([0.9, 0.9], model="smol", task="finemed_demo")
+        + measured([0.9, 0.9], model="other", task="finemed_demo")
+    )
+    pin = {"zoo": "smollm2-135m-instruct", "weights_sha256": "sha256:" + "a" * 64, "dtype": "float32"}
+    [obj] = open_medical_llm(entries, {"smol": pin, "other": pin}, parse(seeds=[0, 1], limit=20))
+    assert obj["results"] == {
+        "medqa_4options": {"acc,none": pytest.approx(0.3)},
+        "mmlu_anatomy": {"acc,none": pytest.approx(0.6)},
+        "medmcqa": {"acc,none": pytest.approx(0.2)},
+    }
+    config = obj["config"]
+    assert (config["model_name"], config["model_sha"], config["model_dtype"]) == (
+        "smollm2-135m-instruct", "sha256:" + "a" * 64, "torch.float32"
+    )
+    assert config["num_fewshot"] == 3 and config["seeds"] == [0, 1]
+    assert config["protocol"] == "3-shot, mean over seeds 0, 1, first 20 documents"
+    hub = {"zoo": "finemedlm", "hub_id": "hongzhouyu/FineMedLM", "revision": "f" * 40, "dtype": "bfloat16"}
+    [obj] = open_medical_llm(entries[:1], {"smol": hub}, parse())
+    assert obj["config"]["model_sha"] == "f" * 40 and obj["config"]["model_dtype"] == "torch.bfloat16"
 
 
 def test_paper_reported_holds_tables_1_and_2_as_fractions():
@@ -418,10 +448,11 @@ def test_paper_reported_holds_tables_1_and_2_as_fractions():
 def board(entries=None):
     cfg = parse(seeds=[0, 1, 2], limit=5)
     cells = measured([0.2, 0.4, 0.6], model="smol ttt=off")
+    pin = {"zoo": "smollm2-135m-instruct", "weights_sha256": "sha256:" + "0" * 64, "dtype": "float32"}
     return build_board(
         cfg,
-        {m.name: "embedded:x" for m in cfg.models},
-        {m.name: "/p" for m in cfg.models},
+        {m.name: pin for m in cfg.models},
+        {m.name: {"pretrained": "smollm2-135m-instruct", **m.args} for m in cfg.models},
         cells,
         FakeTaskManager(),
         "abc123",
@@ -432,14 +463,12 @@ def board(entries=None):
 def test_schema_accepts_a_good_board():
     good = board()
     validate_board(good)
-    assert good["schema_version"] == "2.0" and good["pairs"] == []
+    assert good["schema_version"] == "2.1" and good["pairs"] == [] and good["runs"] == []
     assert {e["status"] for e in good["entries"]} == {"measured", "reported"}
-    assert good["open_medical_llm"] == [
-        {
-            "config": {"model_name": "smol ttt=off", "model_args": {"pretrained": "p", "ttt": "off"}},
-            "results": {"finemed_medqa": {"acc": pytest.approx(0.4)}},
-        }
-    ]
+    [oml] = good["open_medical_llm"]
+    assert oml["results"] == {"medqa_4options": {"acc,none": pytest.approx(0.4)}}
+    assert oml["config"]["model_name"] == "smollm2-135m-instruct"
+    assert good["config"]["models"][0]["model_args"]["pretrained"] == "smollm2-135m-instruct"
     json.dumps(good, allow_nan=False)
 
 
@@ -454,6 +483,11 @@ def test_schema_accepts_a_good_board():
         lambda b: b.update(schema_version="0.9"),
         lambda b: b.update(extra=1),
         lambda b: b["config"].update(seeds=["a"]),
+        lambda b: b["config"]["models"][0].pop("pin"),
+        lambda b: b["config"]["models"][0]["pin"].update(weights_sha256="/root/model.safetensors"),
+        lambda b: b["open_medical_llm"][0]["results"].update(finemed_medqa={"acc,none": 0.4}),
+        lambda b: b["open_medical_llm"][0]["results"]["medqa_4options"].update(acc=0.4),
+        lambda b: b["runs"].append({"model": "m", "task": "t", "seed": 0, "cell": "../x", "date": "2026-01-01T00:00:00Z", "samples": []}),
     ],
 )
 def test_schema_rejects_a_bad_board(breaks):
@@ -466,7 +500,7 @@ def test_schema_rejects_a_bad_board(breaks):
 def test_schema_is_draft_2020_12_and_versioned():
     schema = json.loads(SCHEMA_PATH.read_text())
     jsonschema.Draft202012Validator.check_schema(schema)
-    assert schema["$schema"].endswith("2020-12/schema") and schema["$id"].endswith("2.0")
+    assert schema["$schema"].endswith("2020-12/schema") and schema["$id"].endswith("2.1")
     config_schema = json.loads(config_module.SCHEMA_PATH.read_text())
     jsonschema.Draft202012Validator.check_schema(config_schema)
     # the published copies under leaderboards/ are the package's own files
@@ -593,8 +627,13 @@ def test_real_run_resumes_after_a_kill_and_recomputes_a_corrupted_cell(tmp_path,
     assert len({s["task_hash"] for s in entry["seeds"]}) == 2  # two seeds, two exemplar draws
     reported = [e for e in board_["entries"] if e["status"] == "reported"]
     assert len(reported) == 64 and all(e["seeds"] == [] for e in reported)
-    oml = json.loads((out / "open_medical_llm" / "smollm2-135m-ttt-lora.json").read_text())
-    assert oml["results"]["finemed_demo"]["acc"] == pytest.approx(entry["mean"])
+    # the demo is not a benchmark of the Open Medical-LLM Leaderboard: nothing to export
+    assert board_["open_medical_llm"] == [] and list((out / "open_medical_llm").glob("*.json")) == []
+    # every cell logged lm-eval's samples beside it, hashed in the cell, one row per document
+    for run in board_["runs"]:
+        cell = json.loads((out / "cells" / f"{run['cell']}.json").read_text())
+        assert run["samples"] == ["finemed_demo"] and cell["samples"]["finemed_demo"]["rows"] == 2
+        assert (out / "cells" / f"{run['cell']}.samples" / "finemed_demo.jsonl").read_text().count("\n") == 2
     # each cell keeps its per-document records: what the paired statistics are computed from
     for c in (json.loads(p.read_text()) for p in (out / "cells").glob("*.json")):
         docs = c["results"]["documents"]["finemed_demo"]

@@ -60,6 +60,7 @@ from finemed_eval.leaderboard.fingerprint import (
     lm_eval_version,
     model_pin,
     portable_args,
+    scrub,
     task_config_hash,
     task_data_hash,
 )
@@ -270,7 +271,7 @@ def _evaluate_pending(
                     payload = {
                         "material": cell.material,
                         "model": spec.name,
-                        "model_args": model_args,
+                        "model_args": scrub(model_args),  # the cache folder, not the user's home
                         "task": cell.task,
                         "seed": cell.seed,
                         "date": utc_now(),

@@ -150,11 +150,13 @@ def build_card(board: dict[str, Any], name: str, existing: str | None, source_ur
     card.data.model_name = card.data.model_name or name
     text = str(card)
     # read back with the Hub's own parsers: what the Hub will show is what we meant
-    parsed = ModelCard(text).data.eval_results
-    if parsed != kept + new:
+    # (the model-index groups results by task and dataset, so compare regardless of order)
+    def same(results: list[Any]) -> bool:
+        return sorted(map(repr, results)) == sorted(map(repr, kept + new))
+
+    if not same(ModelCard(text).data.eval_results):
         raise RuntimeError("internal error: the card's model-index does not read back as written")
-    index = eval_results_to_model_index(card.data.model_name, kept + new)
-    if model_index_to_eval_results(index)[1] != kept + new:
+    if not same(model_index_to_eval_results(eval_results_to_model_index(card.data.model_name, kept + new))[1]):
         raise RuntimeError("internal error: the model-index does not round-trip")
     files = eval_result_files(board, name, source_url)
     for path, body in files.items():
