@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,12 @@ def shared_data() -> Path:
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def finemed_command(*args: str) -> list[str]:
+    """The `finemed` command through the running interpreter: works whether or not the
+    environment's bin/ is on PATH (e.g. `venv/bin/python -m pytest` without activating)."""
+    return [sys.executable, "-m", "finemed_eval", *args]
 
 
 @pytest.fixture(scope="session")
