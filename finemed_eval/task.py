@@ -3,9 +3,17 @@
 The YAML files only name a benchmark (and subset); FineMedTask loads it through
 finemed_eval.data (hub by default, FINEMED_DATA_DIR for local official files) and takes the
 evaluated and few-shot split names from the data actually loaded, so results record them truthfully.
+
+Few-shot exemplars are a function of (task, few-shot seed, document) alone: lm-eval's sampler draws
+from ONE random stream per task, in the order a process builds its documents' contexts, so the
+exemplars of a document would change with the number of data-parallel processes, --limit, --samples
+or any other order. FineMedTask re-seeds the sampler for every document instead.
 """
 
 from __future__ import annotations
+
+import hashlib
+import json
 
 import datasets
 from lm_eval.api.task import ConfigurableTask
@@ -19,7 +27,20 @@ class FineMedTask(ConfigurableTask):
     def __init__(self, config: dict | None = None, **kwargs) -> None:
         config = dict(config or {})
         config.pop("class", None)  # the YAML key that routed lm-eval here, not a TaskConfig field
+        # The name the task was loaded as: the leaderboard later renames its per-seed copies.
+        self._exemplar_task = str(config.get("task"))
+        self._fewshot_seed: int | None = None
         super().__init__(config=config, **kwargs)
+
+    def set_fewshot_seed(self, seed: int | None = None) -> None:
+        super().set_fewshot_seed(seed)
+        self._fewshot_seed = seed
+
+    def fewshot_context(self, doc: dict, num_fewshot: int, *args, **kwargs):
+        # seed None keeps lm-eval's meaning (an unseeded, irreproducible draw)
+        if num_fewshot > 0 and self._fewshot_seed is not None and hasattr(self, "sampler"):
+            self.sampler.set_rnd(exemplar_seed(self._exemplar_task, self._fewshot_seed, doc))
+        return super().fewshot_context(doc, num_fewshot, *args, **kwargs)
 
     def download(self, dataset_kwargs: dict | None = None, **kwargs) -> None:
         options = dict(dataset_kwargs or {})
@@ -38,6 +59,15 @@ class FineMedTask(ConfigurableTask):
             "eval_split": data.eval_split,
             "fewshot_split": data.fewshot_split,
         }
+
+
+def exemplar_seed(task: str, seed: int, doc: dict) -> int:
+    """The sampler's seed for one document: a stable hash (never Python's per-process hash()) of the
+    task, the few-shot seed and what identifies the document (its question and options), so ids that
+    differ between a hub and a local copy of a release do not change the exemplars."""
+    identity = [task, seed, doc["question"], list(doc["options"])]
+    digest = hashlib.sha256(json.dumps(identity, ensure_ascii=False).encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big")
 
 
 def _by_type(doc: dict, correct: bool) -> dict[str, float]:
