@@ -242,6 +242,56 @@ def test_load_corpus_errors(tmp_path: Path) -> None:
         load_corpus("finemed-sft")
 
 
+
+def test_local_files_in_the_released_layouts_are_recognised_by_their_columns(tmp_path: Path, cache_dir: Path) -> None:
+    """A local copy of FineMed-SFT (instruction/response) or FineMed-DPO (prompt/chosen message lists)
+    needs no field arguments, as the presets need none; retrieval over it is real MiniLM."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    sft, released_sft = load_corpus(SFT_ROWS), _released(SFT_ROWS)
+    assert [(r.question, r.response) for r in sft.rows] == [(row["instruction"], row["response"]) for row in released_sft]
+    assert sft.fingerprint == load_corpus(SFT_ROWS, "instruction", "response").fingerprint
+    released_dpo = _released(DPO_ROWS)
+    pq.write_table(pa.Table.from_pylist(released_dpo), tmp_path / "dpo.parquet")
+    for dpo in (load_corpus(DPO_ROWS), load_corpus(tmp_path / "dpo.parquet")):
+        assert [r.conversation() for r in dpo.rows] == [row["prompt"] + row["chosen"] for row in released_dpo]
+        assert all(r.response.startswith("## Thought") for r in dpo.rows)
+    retriever = Retriever(sft, encoder="minilm", cache_dir=cache_dir)
+    hits = retriever.search([row["instruction"] for row in released_sft], k=1)
+    assert [h[0].row for h in hits] == list(range(len(released_sft)))
+
+    other = _write_jsonl(tmp_path / "other.jsonl", [{"q": "Why?", "a": "Because."}])
+    with pytest.raises(DataError) as excinfo:
+        load_corpus(other)
+    message = str(excinfo.value)
+    assert message.startswith(f"{other} row 1: no known corpus layout: the row has fields q, a; ")
+    for needle in ("question/response", "instruction/response (FineMed-SFT)", "prompt/chosen (FineMed-DPO)",
+                   "corpus_question_field=", "corpus_response_field="):
+        assert needle in message
+    assert load_corpus(other, "q", "a").rows[0].response == "Because."
+
+
+@pytest.mark.parametrize("spec", [FINEMED_SFT_O1, FINEMED_DPO, "someone/their-corpus"])
+def test_offline_hub_corpus_error_says_what_works_offline(spec: str) -> None:
+    """Real datasets, offline: the error names the model arguments that work, not FINEMED_DATA_DIR
+    (a benchmark setting) nor data_dir= (no such argument)."""
+    with pytest.raises(DataError) as excinfo:
+        load_corpus(spec)
+    message = str(excinfo.value)
+    assert "cannot load from the Hugging Face hub" in message
+    for needle in ("corpus=demo", "corpus=<a local .jsonl/.json/.parquet file", "retriever=minilm",
+                   "FineMed-SFT instruction/response", "FineMed-DPO prompt/chosen"):
+        assert needle in message
+    assert "FINEMED_DATA_DIR" not in message and "data_dir=" not in message
+
+
+def test_offline_hub_encoder_error_says_what_works_offline(corpus: Corpus, tmp_path: Path) -> None:
+    with pytest.raises(ValueError) as excinfo:
+        Retriever(corpus, encoder="bge-large", cache_dir=tmp_path)
+    assert "cannot load encoder 'bge-large'" in str(excinfo.value) and "retriever=minilm" in str(excinfo.value)
+
+
 # ---------------------------------------------------------------- search quality
 
 

