@@ -6,6 +6,7 @@ import copy
 import json
 import os
 import subprocess
+import sys
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -184,6 +185,121 @@ def test_render_only_reported_rows(board, tmp_path):
     paths = render(src)
     assert set(paths) == {"html", "markdown"}
     assert "No measured results to plot." in paths["html"].read_text(encoding="utf-8")
+
+
+
+# --------------------------------------------------------------------------- hostile names, safe writes
+
+HOSTILE = {  # fixture name -> a name that once broke an output (or could)
+    OFF: "off\nsecond line $x$ a|b",  # a newline split the Markdown row
+    FULL: "full $\\frac{$ back\\slash\\| `code` *em* [link](x) ~~s~~ _u_",  # '$\frac{$' crashed matplotlib
+    EVIL: "tiny <script>alert(1)</script>",
+    PAPER: "paper \\| $y$ <b>bold</b>",
+}
+
+
+def _renamed(board: dict, names: dict[str, str]) -> dict:
+    def walk(value):
+        if isinstance(value, dict):
+            return {k: walk(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [walk(v) for v in value]
+        return names.get(value, value) if isinstance(value, str) else value
+    return walk(board)
+
+
+def _markdown_cells(line: str) -> list[str]:
+    """A GFM table row split as GitHub splits it: on every '|' not escaped by a backslash; each cell
+    unescaped (backslash escapes, then HTML entities) to the text a reader sees."""
+    import html
+
+    cells, cell, chars = [], "", iter(line.strip()[1:-1])
+    for ch in chars:
+        if ch == "\\":
+            cell += next(chars)
+        elif ch == "|":
+            cells.append(cell)
+            cell = ""
+        else:
+            cell += ch
+    return [html.unescape(c.strip()) for c in [*cells, cell]]
+
+
+def _one_line(name: str) -> str:
+    return " ".join(name.split("\n"))
+
+
+def test_hostile_names_survive_every_output(board, tmp_path):
+    """Newlines, '$...$', '|', backslashes, markup: the page, the Markdown and both plots are written,
+    and each shows every name as it is (Markdown: one line)."""
+    src = tmp_path / "leaderboard.json"
+    src.write_text(json.dumps(_renamed(board, HOSTILE)), encoding="utf-8")
+    paths = render(src)
+    assert set(paths) == {"html", "markdown", ACCURACY_PLOT, GOLD_LL_PLOT}
+
+    md = paths["markdown"].read_text(encoding="utf-8").splitlines()
+    header = _markdown_cells(md[0])
+    main = [_markdown_cells(line) for line in md[2:6]]
+    assert md[6] == "" and all(len(cells) == len(header) for cells in main)
+    assert [cells[0] for cells in main] == [_one_line(HOSTILE[n]) for n in (OFF, FULL, EVIL)] + [f"*{HOSTILE[PAPER]}* (paper)"]  # italic: a paper row
+    pair_rows = [_markdown_cells(line) for line in md if line.startswith("| ") and " vs " in line]
+    assert pair_rows and all(len(cells) == 9 for cells in pair_rows)  # the pair table has 9 columns
+    assert {cells[0] for cells in pair_rows} == {f"{_one_line(HOSTILE[FULL])} vs {_one_line(HOSTILE[OFF])}"}
+    assert "<script>" not in paths["markdown"].read_text(encoding="utf-8")
+
+    page = paths["html"].read_text(encoding="utf-8")
+    assert page.count("<script>") == 1 and "<b>bold" not in page  # only the page's own script; no markup from names
+    assert [r["model"] for r in _parse_table(page)] == [HOSTILE[n] for n in (OFF, FULL, EVIL, PAPER)]
+
+    from matplotlib.image import imread
+
+    for name in (ACCURACY_PLOT, GOLD_LL_PLOT):
+        image = imread(paths[name])
+        assert image.shape[0] > 200 and image.shape[1] > 400  # a whole chart, legend and labels drawn
+
+
+def test_a_failed_render_leaves_the_previous_outputs_whole(board, tmp_path):
+    """Every output is made before any is written, and each is replaced by rename: a name that
+    cannot be encoded (a lone surrogate) fails the render and loses nothing, leaves no temp file."""
+    src = tmp_path / "leaderboard.json"
+    src.write_text(json.dumps(board), encoding="utf-8")
+    render(src)
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file() and p != src}
+    src.write_text(json.dumps(_renamed(board, {PAPER: "paper \ud800"})), encoding="utf-8")  # a reported row: not plotted
+    with pytest.raises(UnicodeEncodeError):
+        render(src)
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file() and p != src} == before
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_outputs_honour_the_umask_of_the_moment(board, tmp_path, umask):
+    from finemed_eval.leaderboard.cells import write_json_atomic
+
+    src = tmp_path / "leaderboard.json"
+    src.write_text(json.dumps(board), encoding="utf-8")
+    previous = os.umask(umask)  # after the modules were imported: a umask read at import would be stale
+    try:
+        written = [*render(src).values()]
+        write_json_atomic(tmp_path / "cell.json", {"a": 1})
+    finally:
+        os.umask(previous)
+    for path in [*written, tmp_path / "cell.json"]:
+        assert path.stat().st_mode & 0o777 == 0o666 & ~umask, path
+
+
+def test_importing_the_leaderboard_never_touches_the_umask():
+    """cells.py once set the process umask to 0 for a moment at import (a race for every other thread)."""
+    probe = (
+        "import os\n"
+        "calls = []\n"
+        "real = os.umask\n"
+        "os.umask = lambda mask: calls.append(mask) or real(mask)\n"
+        "import finemed_eval.leaderboard.cells, finemed_eval.leaderboard.render, finemed_eval.zoo\n"
+        "print(calls)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[]"
 
 
 # --------------------------------------------------------------------------- groups (a Table 1 run)

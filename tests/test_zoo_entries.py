@@ -4,6 +4,7 @@ file per model, written atomically, readable by name everywhere a model is accep
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -65,7 +66,7 @@ def test_registration_writes_one_file_per_model_and_resolves_by_name(tmp_path, m
     monkeypatch.setenv("FINEMED_ZOO_DIR", str(tmp_path / "zoo"))
     ckpt = _checkpoint(tmp_path / "ckpt")
     path = zoo.register("my-model", ckpt, "a test model", parent="smollm2-135m-instruct", lineage=["smollm2-135m-instruct"])
-    assert path == tmp_path / "zoo" / "my-model.json" and path.stat().st_mode & 0o777 == 0o644
+    assert path == tmp_path / "zoo" / "my-model.json"
     assert json.loads(path.read_text()) == {
         "name": "my-model",
         "source": str(ckpt.resolve()),
@@ -80,6 +81,20 @@ def test_registration_writes_one_file_per_model_and_resolves_by_name(tmp_path, m
     assert not zoo.is_embedded("my-model")
     with pytest.raises(zoo.ZooError, match="Did you mean 'my-model'"):
         zoo.resolve_pretrained("my-modle")
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
+def test_registration_file_mode_follows_the_umask(tmp_path, monkeypatch, umask, mode):
+    """Readable by the others of a shared zoo when the umask says so, private when it says that."""
+    monkeypatch.setenv("FINEMED_ZOO_DIR", str(tmp_path / "zoo"))
+    ckpt = _checkpoint(tmp_path / "ckpt")
+    previous = os.umask(umask)
+    try:
+        path = zoo.register("my-model", ckpt, "a test model")
+    finally:
+        os.umask(previous)
+    assert path.stat().st_mode & 0o777 == mode
+    assert [p.name for p in path.parent.iterdir()] == ["my-model.json"]  # no temp file left behind
 
 
 def test_registration_refuses_curated_names_hub_like_names_and_non_checkpoints(tmp_path, monkeypatch):

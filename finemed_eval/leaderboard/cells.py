@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -148,12 +148,21 @@ def read_cell(path: Path, key: str) -> dict[str, Any]:
 
 def write_json_atomic(path: Path, obj: Any, *, indent: int | None = None) -> None:
     """Write JSON so that a reader (or a crash) sees either the old file or the complete new one."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    text = json.dumps(obj, indent=indent, ensure_ascii=False, allow_nan=False, default=_jsonable) + "\n"
+    write_atomic(path, text.encode("utf-8"))
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write `data` to a temp file beside `path`, then rename it into place: a reader (or a crash)
+    sees the old file or the whole new one. The temp file is created with mode 0666, so the kernel
+    applies the umask (and a folder's default ACL) exactly as for a plain open() - shared results
+    stay shareable, a private umask stays private, and the umask is never read or changed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
-        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; results are meant to be shared
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=indent, ensure_ascii=False, allow_nan=False, default=_jsonable)
-            f.write("\n")
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -167,11 +176,6 @@ def remove_stale_temp_files(folder: Path) -> None:
     """Drop temp files a killed writer left behind; only safe while holding the folder's run lock."""
     for stale in folder.glob(".*.tmp"):
         stale.unlink(missing_ok=True)
-
-
-# The umask can only be read by setting it; do it once, at import, before any threads exist.
-_UMASK = os.umask(0)
-os.umask(_UMASK)
 
 
 def _jsonable(obj: Any) -> Any:

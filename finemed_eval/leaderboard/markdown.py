@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import html
+import re
 
 from finemed_eval.leaderboard.view import MISSING, Row, View, average_text, cell_text, stats_text
 
+# Markdown syntax a display name must not trigger: '|' splits a table cell and a backslash before it
+# would unescape it; '$' is math on GitHub; the rest are code, emphasis, links and strikethrough
+# ('_' inside a word, as in acc_norm, never delimits emphasis and stays as it is).
+_MARKDOWN_SYNTAX = re.compile(r"([\\`*\[\]|~$]|(?<![0-9A-Za-z])_|_(?![0-9A-Za-z]))")
+_LINE_BREAKS = re.compile(r"\s*[\r\n\v\f\x1c-\x1e\x85\u2028\u2029]+\s*")
+
 
 def _md(text: str) -> str:
-    # a '|' would split the cell; '<' would let GitHub try to read HTML
-    return html.escape(text, quote=False).replace("|", "\\|")
+    """Text shown verbatim in one Markdown table cell or list item: a line break would end the row,
+    so it becomes a space; '<' would let GitHub read HTML, so it is an entity."""
+    one_line = _LINE_BREAKS.sub(" ", text)
+    return _MARKDOWN_SYNTAX.sub(r"\\\1", html.escape(one_line, quote=False))
 
 
 def markdown_table(view: View) -> str:

@@ -1,9 +1,13 @@
-"""The leaderboard's PNG plots, from the view model: accuracy by benchmark, per-document gold log-likelihood change."""
+"""The leaderboard's PNG plots, from the view model: accuracy by benchmark, per-document gold log-likelihood change.
+
+Each plot function returns the PNG's bytes (None when there is nothing to plot); render.py writes them.
+Model and benchmark names are data: they are drawn as plain text, never parsed as mathtext.
+"""
 
 from __future__ import annotations
 
+import io
 import math
-from pathlib import Path
 
 import numpy as np
 
@@ -23,12 +27,18 @@ def _new_figure(width: float, height: float = 4.4):
     return fig, ax
 
 
-def _save(fig, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, bbox_inches="tight", metadata={"Software": None})  # no version stamp: stable bytes
+def _png(fig) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", bbox_inches="tight", metadata={"Software": None})  # no version stamp: stable bytes
+    return buffer.getvalue()
 
 
-def plot_accuracy(view: View, path: Path) -> bool:
+def _name(text: str) -> str:
+    """A name as one line of plain text: '$x$' would be mathtext (and '$\\x$' a crash), a newline a second line."""
+    return " ".join(text.split()).replace("$", r"\$")
+
+
+def plot_accuracy(view: View) -> bytes | None:
     """Grouped bars benchmark x measured model (%), error bars = std over seeds; main-table columns only."""
     cols = view.layout.main
     series: dict[str, dict[str, tuple[float, float]]] = {}
@@ -39,10 +49,10 @@ def plot_accuracy(view: View, path: Path) -> bool:
             e = r.cells.get(c.key)
             if e is not None and e.get("mean") is not None:
                 # NaN, not 0: a single-seed value has no spread to show
-                series.setdefault(r.model, {})[c.label] = (100 * e["mean"], math.nan if e.get("std") is None else 100 * e["std"])
+                series.setdefault(_name(r.model), {})[_name(c.label)] = (100 * e["mean"], math.nan if e.get("std") is None else 100 * e["std"])
     if not series:
-        return False
-    groups = [c.label for c in cols if any(c.label in v for v in series.values())]
+        return None
+    groups = [_name(c.label) for c in cols if any(_name(c.label) in v for v in series.values())]
     fig, ax = _new_figure(min(10.5, max(6.5, 0.9 * len(groups) * len(series) ** 0.5 + 2.5)))
     ax.grid(axis="y", alpha=0.3)
     width = 0.8 / len(series)
@@ -60,15 +70,14 @@ def plot_accuracy(view: View, path: Path) -> bool:
     ax.set_ylabel("accuracy (%)")
     ax.set_title("Measured accuracy by benchmark (mean ± std over seeds)", fontsize=11)
     ax.legend(frameon=False, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.25 if rotate else -0.14), ncol=min(4, len(series)))
-    _save(fig, path)
-    return True
+    return _png(fig)
 
 
-def plot_gold_ll_change(view: View, path: Path) -> bool:
+def plot_gold_ll_change(view: View) -> bytes | None:
     """Per pair and benchmark: every document's (x seed's) change of the gold log-likelihood, with its mean."""
     rows = [c for c in view.comparisons if c.gold_ll_changes]
     if not rows:
-        return False
+        return None
     fig, ax = _new_figure(8.5, max(2.4, 0.9 * len(rows) + 1.4))
     ax.grid(axis="x", alpha=0.3)
     rng = np.random.default_rng(0)  # jitter only; fixed so the image is reproducible
@@ -78,9 +87,8 @@ def plot_gold_ll_change(view: View, path: Path) -> bool:
         ax.plot([d.mean()] * 2, [i - 0.35, i + 0.35], color="#111", linewidth=2)
         ax.annotate(f"mean {d.mean():+.4f}", (d.mean(), i + 0.38), fontsize=7, ha="center", va="bottom", color="#111")
     ax.axvline(0, color="#555", linewidth=0.8, linestyle="--")
-    ax.set_yticks(range(len(rows)), [f"{c.label}\n{c.benchmark}" for c in rows], fontsize=8)
+    ax.set_yticks(range(len(rows)), [f"{_name(c.label)}\n{_name(c.benchmark)}" for c in rows], fontsize=8)
     ax.set_ylim(-0.6, len(rows) - 0.2)
     ax.set_xlabel("change of the gold answer's log-likelihood (treatment − baseline), per document and seed")
     ax.set_title("Per-document effect on the gold answer (right of 0: more likely with the treatment)", fontsize=10)
-    _save(fig, path)
-    return True
+    return _png(fig)

@@ -15,7 +15,7 @@ import difflib
 import json
 import os
 import re
-import tempfile
+import secrets
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
@@ -139,9 +139,11 @@ def register(
     entry = ZooEntry(name, str(folder), description, parent=parent, lineage=tuple(lineage))
     target_dir = registry_dir()
     target_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=target_dir)
+    tmp = target_dir / f".{name}.{secrets.token_hex(8)}.tmp"
+    # Mode 0666 filtered by the kernel through the umask, as any file the user writes (mkstemp's fixed
+    # 0600 would hide the entry from the rest of a shared zoo; a forced 0644 would ignore a private umask).
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
-        os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide the entry from other users of a shared zoo
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             json.dump(entry.to_dict(), handle, indent=2)
             handle.write("\n")
