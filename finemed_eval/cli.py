@@ -38,11 +38,19 @@ def main(argv: list[str] | None = None) -> int:
     zoo.add_argument("--dry-run", action="store_true", help="card: print what would be written or pushed")
     zoo.set_defaults(run=_zoo)
 
-    train = commands.add_parser("train", help="train a recipe (training/recipes) under accelerate launch")
+    from finemed_eval.training.launch import help_epilog
+
+    train = commands.add_parser(
+        "train",
+        help="train a recipe (training/recipes) under accelerate launch",
+        usage="finemed train RECIPE [--accelerate NAME|PATH] [--launch-args ARGS] [--dry-run] [-- --key value ...]",
+        epilog=help_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     train.add_argument("recipe", help="a recipe file or a shipped name, e.g. finemedlm/stage1, tiny/finemedlm/stage1")
     train.add_argument("--accelerate", help="zero3 | multi_gpu | zero3_multinode | cpu2 | zero3_cpu | PATH")
     train.add_argument("--launch-args", default="", help="extra `accelerate launch` arguments (multi-node ranks, ...)")
-    train.add_argument("--dry-run", action="store_true", help="check the recipe and print the command only")
+    train.add_argument("--dry-run", action="store_true", help="check the recipe, model and data; print the command only")
     train.set_defaults(run=_train)  # recipe overrides follow `--` (split off in main)
 
     prepare = commands.add_parser("prepare", help="convert the embedded SmolLM2 once into the cache")

@@ -83,20 +83,25 @@ def chain(tmp_path_factory, tiny_base) -> Chain:
 def test_every_stage_lowers_its_loss_and_records_complete_provenance(chain):
     from finemed_eval.training.provenance import PACKAGES
 
-    parent = str(chain.base)
+    parent = chain.base.name  # a local folder is recorded by its name and weights hash, never its path
     for script, recipe, name, data in CHAIN:
         record = chain.provenance(name)
         losses = record["result"]["train_losses"]
         assert len(losses) >= 3 and losses[-1] < losses[0], (name, losses)
         assert record["stage"] == script and record["register_as"] == name
         assert record["parent"] == parent  # stage N+1 started from stage N, named through the zoo
-        assert record["recipe"]["path"].endswith(recipe + ".yaml") and len(record["recipe"]["sha256"]) == 64
+        source = record["parent_source"]
+        assert source["zoo" if parent != chain.base.name else "local"] == parent and source["weights_sha256"]
+        assert record["recipe"]["name"] == recipe and record["recipe"]["shipped"] and len(record["recipe"]["sha256"]) == 64
         assert record["recipe"]["paper_recipe"] and "learning_rate" in record["recipe"]["deviations_from_paper"]
         assert record["arguments"]["trainer"]["learning_rate"] > 0 and record["arguments"]["finemed"]["stage"] == script
+        assert record["arguments"]["trainer"]["output_dir"] == "."  # the run folder, relative to itself
         rows = record["data"]["rows"]
-        assert rows["loaded"] >= rows["sampled"] >= rows["train"] > 0
-        assert record["data"]["files"] and len(record["data"]["sha256"]) == 64
+        assert rows["loaded"] >= rows.get("sampled", rows["loaded"]) >= rows["train"] > 0
+        assert record["data"]["source"] == data and len(record["data"]["sha256"]) == 64
+        assert all(len(digest) == 64 and not Path(file).is_absolute() for file, digest in record["data"]["files"].items())
         assert record["launch"]["world_size"] == 1 and record["launch"]["precision"] == "fp32"
+        assert record["launch"]["dtype"] == "float32"  # what ran, not the recipe's unset dtype
         assert set(PACKAGES) <= set(record["packages"]) and record["packages"]["trl"]
         assert record["code"]["git_revision"] and isinstance(record["code"]["dirty"], bool)
         weights = chain.out(name) / "model.safetensors"
@@ -104,7 +109,9 @@ def test_every_stage_lowers_its_loss_and_records_complete_provenance(chain):
 
         assert record["weights_sha256"] == {"model.safetensors": hashlib.sha256(weights.read_bytes()).hexdigest()}
         card = (chain.out(name) / "README.md").read_text()
-        assert card.startswith("---\n") and f"base_model: {parent}" in card and "tags:" in card and "datasets:" in card
+        assert card.startswith("---\n") and "tags:" in card and f"datasets:\n- {data}\n" in card
+        assert "base_model:" not in card  # only a hub model is a base_model; these parents are local
+        assert "Weights dtype float32" in card and "`dtype`: paper 'bfloat16', here 'float32'" in card
         parent = name
     # The lineage runs from DPO back to the base model.
     assert chain.provenance("tiny-finemedlm-o1")["lineage"] == [
@@ -112,8 +119,43 @@ def test_every_stage_lowers_its_loss_and_records_complete_provenance(chain):
         "tiny-finemedlm-stage3",
         "tiny-finemedlm-stage2",
         "tiny-finemedlm-stage1",
-        str(chain.base),
+        chain.base.name,
     ]
+
+
+def test_filters_are_recorded_as_applied_and_o1_sft_trained_on_long_form_answers(chain):
+    expected = {
+        "tiny-finemedlm-stage1": {"data_dir"},
+        "tiny-finemedlm-stage2": {"department"},
+        "tiny-finemedlm-stage3": {"department"},
+        "tiny-finemedlm-o1-sft": {"data_dir", "long_form"},
+        "tiny-finemedlm-o1": set(),
+    }
+    for name, keys in expected.items():
+        record = chain.provenance(name)
+        assert set(record["data"]["filters"]) == keys, name
+    files = {name: list(chain.provenance(name)["data"]["files"]) for name in expected}
+    assert files == {
+        "tiny-finemedlm-stage1": ["Medicine (all)/train.jsonl"],
+        "tiny-finemedlm-stage2": ["InternalMedicine/train.jsonl"],
+        "tiny-finemedlm-stage3": ["Endocrinology/train.jsonl"],
+        "tiny-finemedlm-o1-sft": ["SFTo1Data/train.jsonl"],
+        "tiny-finemedlm-o1": ["train.jsonl"],
+    }
+
+
+def test_no_shared_artefact_of_a_run_holds_a_path_of_this_machine(chain):
+    """provenance.json, the model card, training_args.bin, config and tokenizer files: everything but
+    the trainer's resume checkpoints (checkpoint-*, never uploaded by push_to_hub)."""
+    home = os.path.expanduser("~")
+    forbidden = {home, os.path.join(home, ".cache"), str(chain.root), str(chain.base.parent), str(FIXTURES.parents[1])}
+    for *_, name, _ in CHAIN:
+        files = [p for p in chain.out(name).rglob("*") if p.is_file() and not p.relative_to(chain.out(name)).parts[0].startswith("checkpoint-")]
+        assert {p.name for p in files} >= {"provenance.json", "README.md", "training_args.bin", "config.json", "model.safetensors"}
+        for path in files:
+            content = path.read_bytes()
+            leaks = [text for text in forbidden if text.encode() in content]
+            assert not leaks, f"{path} holds {leaks}"
 
 
 def test_stages_with_a_holdout_keep_the_best_checkpoint(chain):
@@ -172,6 +214,20 @@ def test_resume_skips_a_checkpoint_that_was_being_written_when_killed(tmp_path):
     assert last_complete_checkpoint(tmp_path / "missing") is None
 
 
+def test_a_rerun_that_resumes_says_from_which_checkpoint(tmp_path, capsys):
+    from finemed_eval.training.args import load_recipe
+    from finemed_eval.training.run import prepare
+
+    for step in (2, 3):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+    (tmp_path / "checkpoint-2" / "trainer_state.json").write_text("{}")  # checkpoint-3 was cut off
+    recipe = load_recipe(
+        "tiny/finemedlm/stage1", ["--model_name_or_path", "smollm2-135m-instruct", "--data", str(FIXTURES / "sft"), "--output_dir", str(tmp_path)]
+    )
+    assert prepare(recipe).resume_from == str(tmp_path / "checkpoint-2")
+    assert f"finemed training: resuming from checkpoint-2 ({tmp_path / 'checkpoint-2'})" in capsys.readouterr().out
+
+
 def test_a_run_killed_with_sigkill_resumes_to_the_same_weights(chain, tmp_path):
     """The chain's o1-SFT stage is the uninterrupted run; the same recipe, saving every step, is
     killed (the whole process group, as a node failure would) and started again with the same command."""
@@ -195,8 +251,9 @@ def test_a_run_killed_with_sigkill_resumes_to_the_same_weights(chain, tmp_path):
 
     second = subprocess.run(command, env=chain.env, cwd=tmp_path, capture_output=True, text=True)
     assert second.returncode == 0, second.stderr[-3000:]
+    assert "finemed training: resuming from checkpoint-" in second.stdout  # the rerun says so
     record = json.loads((out / "provenance.json").read_text())
-    assert record["result"]["resumed_from"] and Path(record["result"]["resumed_from"]).name.startswith("checkpoint-")
+    assert record["result"]["resumed_from"].startswith("checkpoint-")  # relative to the run folder
     resumed = load_file(out / "model.safetensors")
     reference = load_file(chain.out("tiny-finemedlm-o1-sft") / "model.safetensors")
     assert resumed.keys() == reference.keys()

@@ -32,7 +32,8 @@ ALL = "Medicine (all)"
 
 def test_sample_and_holdout_are_counted_and_seeded():
     a = select("sft", str(SFT), data_dir=ALL, sample_size=20, holdout_fraction=0.25, seed=3)
-    assert a.counts == {"loaded": 48, "department": 48, "sampled": 20, "holdout": 5, "train": 15}
+    assert a.counts == {"loaded": 48, "sampled": 20, "holdout": 5, "train": 15}
+    assert a.filters == {"data_dir": "folder 'Medicine (all)' of the data"}
     assert [Path(f).parent.name for f in a.files] == [ALL]
     again = select("sft", str(SFT), data_dir=ALL, sample_size=20, holdout_fraction=0.25, seed=3)
     other = select("sft", str(SFT), data_dir=ALL, sample_size=20, holdout_fraction=0.25, seed=4)
@@ -63,7 +64,7 @@ def test_dpo_rows_keep_the_message_lists():
     assert set(row) == {"prompt", "chosen", "rejected"}
     assert [m["role"] for m in row["prompt"]] == ["system", "user"]
     assert row["chosen"][0]["role"] == row["rejected"][0]["role"] == "assistant"
-    assert selection.counts == {"loaded": 16, "department": 16, "sampled": 4, "train": 4}
+    assert selection.counts == {"loaded": 16, "sampled": 4, "train": 4} and selection.filters == {}
 
 
 def test_an_unknown_department_names_the_folder_and_the_departments():
@@ -83,9 +84,68 @@ def test_a_single_file_is_filtered_by_its_department_column(tmp_path):
     rows = [json.loads(line) for line in (SFT / "Surgery" / "train.jsonl").read_text().splitlines()]
     path = tmp_path / "mixed.jsonl"
     path.write_text("".join(json.dumps({**r, "department": d}) + "\n" for r, d in zip(rows, ["Surgery", "Pediatrics"] * 8)))
-    assert select("sft", str(path), department="pediatrics").counts == {"loaded": 16, "department": 8, "sampled": 8, "train": 8}
+    assert select("sft", str(path), department="pediatrics").counts == {"loaded": 16, "department": 8, "train": 8}
     with pytest.raises(DataError, match="no rows with department 'Oncology'"):
         select("sft", str(path), department="Oncology")
+
+
+def _one_file(tmp_path: Path, rows_from: Path = SFT / ALL / "train.jsonl") -> Path:
+    """The released FineMed-SFT columns in one downloaded file: no department column, in no release folder."""
+    path = tmp_path / "download" / "finemed_sft.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(rows_from, path)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("key", "value"), [("data_dir", ALL), ("department", "InternalMedicine"), ("department", "Endocrinology"), ("data_dir", "SFTo1Data")]
+)
+def test_a_folder_filter_that_cannot_apply_to_one_file_is_an_error_naming_the_key_and_the_file(tmp_path, key, value):
+    """Stage 1's data_dir, stages 2-3's department and o1-SFT's data_dir used to be ignored on one file."""
+    path = _one_file(tmp_path)
+    with pytest.raises(DataError) as error:
+        select("sft", str(path), **{key: value})
+    message = str(error.value)
+    assert message.startswith(f"{path}: recipe key '{key}' is {value!r}") and "cannot be applied" in message
+    assert f"-- --{key} ''" in message  # how to train on the whole file instead
+
+
+def test_a_filter_dropped_on_purpose_trains_on_the_whole_file_and_is_not_recorded(tmp_path):
+    whole = select("sft", str(_one_file(tmp_path)), data_dir="", department="")
+    assert whole.counts == {"loaded": 48, "train": 48} and whole.filters == {}
+
+
+def test_a_file_inside_the_folder_a_filter_names_meets_it():
+    internal = select("sft", str(SFT / "InternalMedicine" / "train.jsonl"), department="Internal Medicine")
+    assert internal.filters == {"department": "the file lies in department folder 'InternalMedicine'"}
+    assert select("sft", str(SFT / ALL / "train.jsonl"), data_dir=ALL).filters == {"data_dir": "the file lies in folder 'Medicine (all)'"}
+
+
+def test_long_form_require_refuses_short_answers_naming_the_file_and_row(tmp_path):
+    """o1-SFT on the short-answer rows used to train on them silently."""
+    path = _one_file(tmp_path)
+    with pytest.raises(DataError) as error:
+        select("sft", str(path), long_form="require")
+    message = str(error.value)
+    assert message.startswith(f"{path} row 1: field 'response' has no Thought and Summarization sections")
+    assert "48 of 48 rows" in message and "--long_form select" in message and "--long_form any" in message
+    mixed = tmp_path / "mixed.jsonl"
+    mixed.write_text((SFT / "SFTo1Data" / "train.jsonl").read_text() + path.read_text())
+    with pytest.raises(DataError, match=r"mixed.jsonl row 17: .* 48 of 64 rows"):
+        select("sft", str(mixed), long_form="require")
+    assert select("sft", str(path), long_form="any").counts == {"loaded": 48, "train": 48}
+
+
+def test_long_form_select_keeps_the_long_form_rows_and_the_subset_passes_require(tmp_path):
+    mixed = tmp_path / "mixed.jsonl"
+    mixed.write_text(_one_file(tmp_path).read_text() + (SFT / "SFTo1Data" / "train.jsonl").read_text())
+    chosen = select("sft", str(mixed), long_form="select", sample_size=8, seed=1)
+    assert chosen.counts == {"loaded": 64, "long_form": 16, "sampled": 8, "train": 8}
+    assert all("**Thought**" in r["completion"][0]["content"] for r in chosen.train)
+    subset = select("sft", str(SFT), data_dir="SFTo1Data", long_form="require")
+    assert subset.counts == {"loaded": 16, "train": 16} and set(subset.filters) == {"data_dir", "long_form"}
+    with pytest.raises(DataError, match="long-form check applies to SFT responses"):
+        select("dpo", str(DPO), long_form="require")
 
 
 def test_a_missing_field_names_the_file_and_the_field(tmp_path):
@@ -104,7 +164,7 @@ def test_an_empty_department_and_too_few_rows_are_errors(tmp_path):
     shutil.copytree(SFT / "Surgery", tmp_path / "Surgery")
     with pytest.raises(DataError, match="no .jsonl/.json/.parquet files for department 'Pediatrics'"):
         select("sft", str(tmp_path), department="Pediatrics")
-    with pytest.raises(DataError, match="sample_size 100 but only 16 rows"):
+    with pytest.raises(DataError, match="recipe key 'sample_size' is 100 but there are only 16 rows"):
         select("sft", str(tmp_path), department="Surgery", sample_size=100)
     with pytest.raises(DataError, match="no such file or folder"):
         select("sft", str(tmp_path / "nowhere"))
@@ -119,7 +179,10 @@ def test_the_loss_covers_the_response_and_its_end_of_turn_only(tmp_path):
 
     model = derive_tiny_model(tmp_path / "m", layers=1, hidden_size=32)
     selection = select("sft", str(SFT), department="Endocrinology", sample_size=2, seed=1, system_prompt="Be brief.")
-    args = SFTConfig(output_dir=str(tmp_path / "out"), report_to="none", bf16=False, max_length=128, activation_checkpointing=False)
+    from finemed_eval.training.args import _field_types, _installed_names
+
+    no_checkpointing = _installed_names({"activation_checkpointing": False}, _field_types((SFTConfig,)))  # either spelling
+    args = SFTConfig(output_dir=str(tmp_path / "out"), report_to="none", bf16=False, max_length=128, **no_checkpointing)
     trainer = SFTTrainer(model=str(model), args=args, train_dataset=selection.train)
     tokenizer = trainer.processing_class
     assert tokenizer.eos_token == tokenizer.pad_token == "<|im_end|>"  # padding must not be trained as eos
@@ -138,11 +201,12 @@ def test_finemed_train_checks_files_and_fields_before_launching(tmp_path):
     bad = tmp_path / "Pediatrics" / "train.jsonl"
     bad.parent.mkdir()
     bad.write_text(json.dumps({"text": "t", "instruction": "q"}) + "\n")
+    model = ["--model_name_or_path", "smollm2-135m-instruct"]
     with pytest.raises(DataError, match=r"Pediatrics/train.jsonl: missing field\(s\) 'response'"):
-        train("tiny/finemedlm/stage2", None, ["--data", str(tmp_path), "--department", "Pediatrics"], dry_run=True)
+        train("tiny/finemedlm/stage2", None, [*model, "--data", str(tmp_path), "--department", "Pediatrics"], dry_run=True)
     with pytest.raises(DataError, match="no department folder 'Cardiology'"):
-        train("tiny/finemedlm/stage2", None, ["--data", str(SFT), "--department", "Cardiology"], dry_run=True)
-    assert train("tiny/finemedlm/stage2", None, ["--data", str(SFT)], dry_run=True) == 0
+        train("tiny/finemedlm/stage2", None, [*model, "--data", str(SFT), "--department", "Cardiology"], dry_run=True)
+    assert train("tiny/finemedlm/stage2", None, [*model, "--data", str(SFT)], dry_run=True) == 0
 
 
 def test_the_stage_scripts_end_data_errors_with_one_line():

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -28,18 +27,16 @@ def base(tmp_path_factory) -> Path:
 def _train(base: Path, out: Path, accelerate: str) -> dict:
     env = dict(os.environ, FINEMED_ZOO_DIR=str(out.parent / "zoo"), HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
     env["OMP_NUM_THREADS"] = "1"
-    with socket.socket() as probe:  # a free rendezvous port: other jobs on this machine may hold 29500
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    # no port given: finemed train picks a free one (other jobs on this machine may hold accelerate's 29500)
     command = [
-        sys.executable, "-m", "finemed_eval.cli", "train", "tiny/finemedlm/stage3", "--accelerate", accelerate,
-        "--launch-args", f"--main_process_port {port}", "--",
+        sys.executable, "-m", "finemed_eval.cli", "train", "tiny/finemedlm/stage3", "--accelerate", accelerate, "--",
         "--model_name_or_path", str(base), "--output_dir", str(out), "--data", str(FIXTURES / "sft"),
         "--register_as", f"tiny-{accelerate.replace('_', '-')}",
     ]  # fmt: skip
     done = subprocess.run(command, env=env, cwd=out.parent, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-5000:]
     assert f"--config_file {Path(__file__).parents[1] / 'training' / 'accelerate' / accelerate}.yaml" in done.stdout
+    assert "--main_process_port" in done.stdout and "--main_process_port 29500" not in done.stdout
     return json.loads((out / "provenance.json").read_text())
 
 

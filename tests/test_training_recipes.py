@@ -70,6 +70,9 @@ def test_paper_recipes_carry_the_papers_hyperparameters():
         5e-7, 64, 8192, 2
     )
     assert o1.finemed.sample_size == 17_000 and o1.finemed.data_dir == "SFTo1Data"
+    # long-form reasoning answers only, in the paper's recipe, the released one and their tiny twins
+    for name in ("finemedlm-o1/sft", "released/o1-sft", "tiny/finemedlm-o1/sft", "tiny/released/o1-sft"):
+        assert _load(name).finemed.long_form == "require", name
     assert o1.model.model_name_or_path == "finemedlm-stage3"
     dpo = _load("finemedlm-o1/dpo")
     assert (dpo.train.beta, dpo.train.num_train_epochs, dpo.finemed.sample_size) == (0.1, 1, None)  # all pairs
@@ -157,6 +160,8 @@ def test_contradictions_are_errors(tmp_path):
     assert "holdout_fraction must be in [0, 1)" in _error(tmp_path, GOOD + "holdout_fraction: 1.5\n")
     assert "register_as 'Bad/Name'" in _error(tmp_path, GOOD + "register_as: Bad/Name\n")
     assert "key 'data' is required" in _error(tmp_path, GOOD.replace("data: some-org/some-data\n", ""))
+    assert "long_form must be one of require, select, any, got 'maybe'" in _error(tmp_path, GOOD + "long_form: maybe\n")
+    assert "long_form 'require' checks SFT responses" in _error(tmp_path, dpo + "long_form: require\n")
 
 
 def test_unknown_recipe_names_suggest_a_shipped_one():
@@ -201,3 +206,125 @@ def test_multinode_launch_arguments_reach_accelerate_and_the_batch_check(tmp_pat
     command, _ = build_command(recipe, "zero3_multinode", [], extra)
     assert command[command.index("--machine_rank") + 1] == "1"
     assert command[command.index("--config_file") + 1].endswith("zero3_multinode.yaml")
+
+
+# ---------------------------------------------------------------- before launch (issue 16 §4, issue 18 §8)
+
+SFT_DATA = Path(__file__).parent / "fixtures" / "training" / "sft"
+DPO_DATA = Path(__file__).parent / "fixtures" / "training" / "dpo"
+
+
+def _finemed_train(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "finemed_eval.cli", "train", *args], capture_output=True, text=True, timeout=300, cwd=cwd
+    )
+
+
+def test_too_few_rows_for_sample_size_fails_before_launch_in_one_line(tmp_path):
+    """The tiny DPO recipe samples 16 pairs; on 8 this used to fail twice inside the launched stage."""
+    pairs = tmp_path / "dpo.jsonl"
+    pairs.write_text("".join((DPO_DATA / "train.jsonl").read_text().splitlines(keepends=True)[:8]))
+    out = tmp_path / "out"
+    done = _finemed_train(
+        "tiny/finemedlm-o1/dpo", "--", "--model_name_or_path", "smollm2-135m-instruct", "--data", str(pairs),
+        "--output_dir", str(out), cwd=Path(__file__).parents[1],
+    )  # fmt: skip
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip().count("\n") == 0  # one line
+    assert f"{pairs}: recipe key 'sample_size' is 16 but there are only 8 rows in the data" in done.stderr
+    assert "accelerate.commands.launch" not in done.stdout and not out.exists()  # nothing started
+
+
+@pytest.mark.parametrize(
+    ("model", "expected"),
+    [
+        ("smollm3-tiny", "unknown model 'smollm3-tiny'"),
+        ("/nonexistent/checkpoint", "unknown model '/nonexistent/checkpoint'"),
+        ("no-such-org/no-such-model", "HF_HUB_OFFLINE is set and it is not in the local hub cache"),
+    ],
+)
+def test_a_model_the_stage_could_not_load_fails_before_launch(model, expected, monkeypatch):
+    from huggingface_hub import constants
+
+    from finemed_eval import zoo
+    from finemed_eval.training.launch import train
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(zoo.ZooError) as error:
+        train("tiny/finemedlm/stage1", None, ["--model_name_or_path", model, "--data", str(SFT_DATA)], dry_run=True)
+    assert str(error.value).startswith(f"recipe key 'model_name_or_path' {model!r}: ") and expected in str(error.value)
+
+
+def test_a_folder_that_is_not_a_checkpoint_fails_before_launch(tmp_path):
+    from finemed_eval import zoo
+    from finemed_eval.training.launch import check_model
+
+    with pytest.raises(zoo.ZooError, match="is not a model folder"):
+        check_model(str(tmp_path))
+    check_model("smollm2-135m-instruct")  # the embedded model: a zoo name, nothing converted
+
+
+def test_a_filter_that_cannot_apply_fails_before_launch_through_finemed_train(tmp_path):
+    one_file = tmp_path / "finemed_sft.jsonl"
+    one_file.write_text((SFT_DATA / "Medicine (all)" / "train.jsonl").read_text())
+    from finemed_eval.training.data import DataError
+    from finemed_eval.training.launch import train
+
+    args = ["--model_name_or_path", "smollm2-135m-instruct", "--data", str(one_file)]
+    with pytest.raises(DataError, match="recipe key 'data_dir' is 'Medicine \\(all\\)'"):
+        train("tiny/finemedlm/stage1", None, args, dry_run=True)
+    with pytest.raises(DataError, match="recipe key 'long_form' is 'require'"):
+        train("tiny/finemedlm-o1/sft", None, [*args, "--data_dir", ""], dry_run=True)
+    assert train("tiny/finemedlm/stage1", None, [*args, "--data_dir", ""], dry_run=True) == 0
+
+
+def test_finemed_train_help_lists_the_shipped_recipes_and_the_override_syntax(capsys):
+    from finemed_eval.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = capsys.readouterr().out
+    assert all(name in text for name in SHIPPED)
+    assert "[-- --key value ...]" in text and "-- --model_name_or_path" in text
+
+
+def test_single_node_launches_get_a_free_rendezvous_port_not_accelerates_default():
+    """Two trainings on one machine both took accelerate's default 29500."""
+    import socket
+
+    from finemed_eval.training.launch import build_command
+
+    recipe = load_recipe("tiny/finemedlm/stage2", world_size=2)
+    with socket.socket() as busy:
+        try:
+            busy.bind(("", 29500))
+            busy.listen()
+        except OSError:
+            pass  # something else holds 29500 already: busy either way
+        commands = [build_command(recipe, config, [])[0] for config in ("cpu2", "zero3_cpu", "cpu2")]
+    ports = [int(c[c.index("--main_process_port") + 1]) for c in commands]
+    assert 29500 not in ports and len(set(ports)) == 3
+    for port in ports:  # free when chosen
+        with socket.socket() as probe:
+            probe.bind(("", port))
+    # an explicit port is kept; across nodes the port is the launcher's to agree on (--launch-args)
+    explicit = build_command(recipe, "cpu2", [], ["--main_process_port", "29555"])[0]
+    assert explicit.count("--main_process_port") == 1 and explicit[explicit.index("--main_process_port") + 1] == "29555"
+    multinode = build_command(load_recipe("finemedlm/stage1", ["--use_cpu", "true"], world_size=8), "zero3_multinode", [])[0]
+    assert "--main_process_port" not in multinode
+
+
+def test_activation_checkpointing_reaches_the_trainer_under_either_transformers_spelling():
+    """transformers 5.24 renamed gradient_checkpointing; the recipes say the new name and must run on
+    the versions before the rename too (5.19 here)."""
+    tiny = _load("tiny/finemedlm/stage1")
+    field = "activation_checkpointing" if hasattr(tiny.train, "activation_checkpointing") else "gradient_checkpointing"
+    assert getattr(tiny.train, field) is False and getattr(_load("finemedlm/stage1").train, field) is True
+    assert getattr(_load("tiny/finemedlm/stage1", "--activation_checkpointing", "true").train, field) is True
+    assert "activation_checkpointing" not in deviations_of("finemedlm/stage1")  # the paper recipe's own spelling
+
+
+def deviations_of(name: str) -> dict:
+    from finemed_eval.training.provenance import deviations
+
+    return deviations(_load(name).raw, name)

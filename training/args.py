@@ -22,6 +22,9 @@ from typing import Any
 import yaml
 
 STAGES = ("sft", "dpo")
+# Keys transformers renamed, new name -> old: a recipe written with either runs on either side of the
+# rename (activation_checkpointing arrived in transformers 5.24; 5.19 knows only gradient_checkpointing).
+RENAMED_KEYS = {"activation_checkpointing": "gradient_checkpointing"}
 _ZOO_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 
 
@@ -40,6 +43,13 @@ class FineMedArgs:
     )
     department: str | None = field(
         default=None, metadata={"help": "a department folder (case/space-insensitive), or a column filter on a file"}
+    )
+    long_form: str | None = field(
+        default=None,
+        metadata={
+            "help": "require: every response has Thought and Summarization sections (o1-SFT); select: keep only "
+            "such rows; any (or unset): no check"
+        },
     )
     sample_size: int | None = field(default=None, metadata={"help": "rows drawn at random (seed) after filtering"})
     holdout_fraction: float = field(default=0.0, metadata={"help": "seeded share held out for evaluation"})
@@ -69,6 +79,11 @@ def recipes_root() -> Path:
     return Path(__file__).parent / "recipes"
 
 
+def shipped_recipes() -> list[str]:
+    """The shipped recipe names (`finemedlm/stage1`, `tiny/finemedlm-o1/dpo`, ...)."""
+    return sorted(str(p.relative_to(recipes_root()).with_suffix("")) for p in recipes_root().rglob("*.yaml"))
+
+
 def find_recipe(name: str | os.PathLike) -> Path:
     """A path, or a name relative to the shipped recipes (`finemedlm/stage1`, `tiny/finemedlm/stage1.yaml`)."""
     path = Path(name)
@@ -77,7 +92,7 @@ def find_recipe(name: str | os.PathLike) -> Path:
     for candidate in (recipes_root() / path, recipes_root() / f"{path}.yaml"):
         if candidate.is_file():
             return candidate
-    shipped = sorted(str(p.relative_to(recipes_root()).with_suffix("")) for p in recipes_root().rglob("*.yaml"))
+    shipped = shipped_recipes()
     close = difflib.get_close_matches(str(name), shipped, n=1)
     hint = f" Did you mean {close[0]!r}?" if close else ""
     raise RecipeError(f"no recipe {str(name)!r}: not a file and not a shipped recipe.{hint} Shipped: {', '.join(shipped)}")
@@ -107,12 +122,15 @@ def load_recipe(
     if stage not in STAGES:
         raise RecipeError(f"{path}: key 'stage' must be one of {', '.join(STAGES)}, got {stage!r}")
     types_ = dataclass_types(stage)
-    _check_keys_and_types(merged, types_, path, from_cli=set(override_map))
+    known = _field_types(types_)
+    installed_overrides = _installed_names(override_map, known)
+    _check_keys_and_types(_installed_names(merged, known), types_, path, from_cli=set(installed_overrides))
 
     from trl import TrlParser
 
     parser = TrlParser(types_)
-    config = {k: v for k, v in raw.items() if k != "env"}
+    config = {k: v for k, v in _installed_names(raw, known).items() if k != "env"}
+    cli = [item for key, value in installed_overrides.items() for item in (f"--{key}", str(value))]
     steps = _accumulation_steps(merged, path, world_size or world_size_from_env())
     if steps is not None:  # before TrainingArguments exists: DeepSpeed's batch config derives from it
         config["gradient_accumulation_steps"] = steps
@@ -123,12 +141,25 @@ def load_recipe(
         unused = parser.set_defaults_with_config(**config)
         if unused:  # _check_keys_and_types has rejected unknown keys already; TRL must agree
             raise RecipeError(f"{path}: keys TRL's parser did not take: {unused}")
-        finemed, train, model = parser.parse_args_into_dataclasses(args=list(overrides), look_for_args_file=False)
+        finemed, train, model = parser.parse_args_into_dataclasses(args=cli, look_for_args_file=False)
     except (ValueError, TypeError) as error:
         raise RecipeError(f"{path}: {error}") from error
     recipe = Recipe(path.resolve(), finemed, train, model, merged, tuple(overrides))
     _check_finemed(recipe)
     return recipe
+
+
+def _installed_names(values: dict, known: dict) -> dict:
+    """`values` with each renamed key spelled as the installed transformers spells it."""
+    out = {}
+    for key, value in values.items():
+        for new, old in RENAMED_KEYS.items():
+            if key == new and new not in known and old in known:
+                key = old
+            elif key == old and old not in known and new in known:
+                key = new
+        out[key] = value
+    return out
 
 
 def world_size_from_env() -> int:
@@ -163,6 +194,12 @@ def _check_finemed(recipe: Recipe) -> None:
         problems.append("key 'model_name_or_path' is required (a zoo name, a hub id or a folder)")
     if not 0.0 <= f.holdout_fraction < 1.0:
         problems.append(f"holdout_fraction must be in [0, 1), got {f.holdout_fraction}")
+    from finemed_eval.training.data import LONG_FORM
+
+    if f.long_form not in (None, "", *LONG_FORM):
+        problems.append(f"long_form must be one of {', '.join(LONG_FORM)}, got {f.long_form!r}")
+    if f.long_form in ("require", "select") and f.stage != "sft":
+        problems.append(f"long_form {f.long_form!r} checks SFT responses; a {f.stage} stage has none")
     if f.sample_size is not None and f.sample_size < 1:
         problems.append(f"sample_size must be positive, got {f.sample_size}")
     if f.global_batch_size is not None and f.global_batch_size < 1:

@@ -3,13 +3,14 @@ trainer exists, and checkpoint -> provenance, model card and zoo registration af
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from finemed_eval import zoo
 from finemed_eval.training.args import Recipe, RecipeError, load_recipe
-from finemed_eval.training.data import DataError, Selection, select
+from finemed_eval.training.data import DataError, Selection, choose, select
 
 
 @dataclass
@@ -55,20 +56,23 @@ def prepare(recipe: Recipe) -> Prepared:
         # config, applied functionally, so it has to be switched off here.
         init["attention_dropout"] = 0.0
     train.model_init_kwargs = init
-    data = select(
-        f.stage,
-        f.data,
-        data_dir=f.data_dir,
-        department=f.department,
-        sample_size=f.sample_size,
-        holdout_fraction=f.holdout_fraction,
-        seed=train.seed,
-        system_prompt=f.system_prompt,
-    )
+    data = selection(recipe)
     resume = train.resume_from_checkpoint
     if resume is None:
         resume = last_complete_checkpoint(Path(train.output_dir))  # rerunning a killed command continues it
+    if resume and os.environ.get("RANK", "0") == "0":
+        print(f"finemed training: resuming from {Path(resume).name} ({resume})", flush=True)
     return Prepared(recipe, parent, model_path, zoo.lineage_of(parent), data, resume)
+
+
+def selection(recipe: Recipe, trainer_rows: bool = True) -> Selection:
+    """The recipe's rows: trainer-ready for the stage; as released (cheaper) for the launcher's check."""
+    f = recipe.finemed
+    keys = dict(data_dir=f.data_dir, department=f.department, long_form=f.long_form, sample_size=f.sample_size)
+    keys.update(holdout_fraction=f.holdout_fraction, seed=recipe.train.seed)
+    if trainer_rows:
+        return select(f.stage, f.data, system_prompt=f.system_prompt, **keys)
+    return choose(f.stage, f.data, **keys)
 
 
 def last_complete_checkpoint(output_dir: Path) -> str | None:
@@ -86,12 +90,13 @@ def last_complete_checkpoint(output_dir: Path) -> str | None:
 
 def finish(trainer: Any, run: Prepared) -> None:
     """Save the final (or best) model, then on the main process write provenance.json and the model
-    card and register the folder in the zoo."""
-    from finemed_eval.training.provenance import build, write_card, write_provenance
+    card (no local paths in either) and register the folder in the zoo (which keeps them: it is local)."""
+    from finemed_eval.training.provenance import build, write_card, write_provenance, write_training_args
 
     out = Path(run.recipe.train.output_dir)
     trainer.save_model(str(out))
     if trainer.accelerator.is_main_process:
+        write_training_args(out, trainer.args)  # the copy shared with the weights, without this machine's paths
         record = build(run, trainer, out)
         write_provenance(out, record)
         write_card(out, record)
