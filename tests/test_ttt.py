@@ -259,6 +259,36 @@ def test_bad_ttt_input_fails_before_the_model_loads(embedded_model, corpus, tmp_
         _lm(embedded_model, corpus, ttt="full", **args)
 
 
+
+def test_trained_model_offline_gets_an_error_naming_corpus_and_retriever(embedded_model, tmp_path, monkeypatch):
+    """A trained zoo model (or any non-embedded one) defaults to the hub corpus and bge-large; offline
+    the one error names what works, before the model loads. With them given, it runs on a local
+    FineMed-SFT-layout file (instruction/response columns, no field arguments) and real MiniLM."""
+    from finemed_eval import zoo
+    from finemed_eval.data.schema import DataError
+    from finemed_eval.ttt import lm as lm_module
+
+    monkeypatch.setenv("FINEMED_ZOO_DIR", str(tmp_path / "zoo"))
+    zoo.register("my-trained", embedded_model, "a trained model (the embedded weights stand in for a checkpoint)")
+    original_init = lm_module.HFLM.__init__
+    monkeypatch.setattr(lm_module.HFLM, "__init__", lambda *a, **k: pytest.fail("the model loaded before the corpus was checked"))
+    with pytest.raises(DataError) as excinfo:
+        get_model("finemed_ttt")(pretrained="my-trained", ttt="full", device="cpu")
+    message = str(excinfo.value)
+    assert "finemed-sft-o1" in message and "corpus=demo" in message and "retriever=minilm" in message
+    assert "FINEMED_DATA_DIR" not in message and "data_dir=" not in message
+
+    monkeypatch.setattr(lm_module.HFLM, "__init__", original_init)
+    sft = tmp_path / "sft.jsonl"
+    demo = [json.loads(line) for line in (pytest.importorskip("finemed_eval.data").DEMO_DIR / "reasoning_corpus.jsonl").read_text().splitlines()]
+    sft.write_text("".join(json.dumps({"text": "", "instruction": r["question"], "response": r["response"]}) + "\n" for r in demo))
+    lm = get_model("finemed_ttt")(pretrained="my-trained", ttt="lora", lr=1e-3, corpus=str(sft), retriever="minilm",
+                                  device="cpu", batch_size=8, max_length=256)
+    _samples(lm, limit=1)
+    (record,) = _adapted(lm)
+    assert record["neighbours"][0]["id"].startswith("sft.jsonl:")  # retrieved from the local file, rows numbered from 1
+
+
 def test_bf16_on_a_device_without_bf16_is_one_clear_error():
     from finemed_eval.ttt.lm import check_dtype_supported
     from finemed_eval.ttt.options import TTTError
