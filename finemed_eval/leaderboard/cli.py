@@ -38,6 +38,11 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
     agg_p = sub.add_parser("aggregate", help="build leaderboard.json from the finished cells of --out (computes nothing)")
     agg_p.add_argument("config", type=Path, help="the leaderboard YAML config the shards ran")
     agg_p.add_argument("--out", type=Path, required=True, help="the shared output folder")
+    agg_p.add_argument(
+        "--from-lm-eval", type=Path, nargs="+", default=None, metavar="DIR",
+        help="also take cells from stock `lm_eval --output_path DIR --log_samples --seed 0,1234,1234,S` runs "
+        "(one per few-shot seed S) of the config's models",
+    )
     agg_p.set_defaults(func=cmd_aggregate, run=cmd_aggregate)
 
     render_p = sub.add_parser("render", help="write leaderboard.html/.md and plots from a leaderboard.json")
@@ -73,7 +78,10 @@ def _run(args: argparse.Namespace, *, shard_text: str | None, compute: bool) -> 
     try:
         shard = parse_shard(shard_text) if shard_text is not None else None
         config = load_config(args.config)
-        summary = run(config, args.out, progress=not getattr(args, "no_progress", False), shard=shard, compute=compute)
+        summary = run(
+            config, args.out, progress=not getattr(args, "no_progress", False), shard=shard, compute=compute,
+            lm_eval_runs=getattr(args, "from_lm_eval", None),
+        )
     except LeaderboardError as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(EXIT_BAD_INPUT) from None

@@ -47,17 +47,23 @@ def _correct(sample: dict[str, Any]) -> bool:
 def _gold_ll(sample: dict[str, Any]) -> float | None:
     """The gold choice's log-likelihood for a multiple-choice sample; None otherwise."""
     resps = sample.get("filtered_resps") or []
-    if not resps or not all(isinstance(r, (list, tuple)) and len(r) == 2 and isinstance(r[1], bool) for r in resps):
+    # in memory (ll, is_greedy); in lm-eval's samples files both as strings ("-1.5", "False")
+    if not resps or not all(isinstance(r, (list, tuple)) and len(r) == 2 and r[1] in (True, False, "True", "False") for r in resps):
         return None  # generation: no per-choice log-likelihoods
     lls = [float(r[0]) for r in resps]
     target = sample.get("target")
+    if isinstance(target, str) and target.isdigit():  # a samples file writes the gold index as text
+        target = int(target)
     golds = target if isinstance(target, list) else [target]
     idx: list[int] = []
     for g in golds:
         if isinstance(g, int) and not isinstance(g, bool) and 0 <= g < len(lls):
             idx.append(g)
         elif isinstance(g, str):  # a target given as the choice text: match the continuation
-            conts = [str(a[1]).strip() for a in sample.get("arguments") or []]
+            args = sample.get("arguments") or []
+            if isinstance(args, dict):  # a samples file: {"gen_args_0": {"arg_0": context, "arg_1": continuation}}
+                args = [[a.get("arg_0"), a.get("arg_1")] for a in args.values()]
+            conts = [str(a[1]).strip() for a in args]
             idx += [i for i, c in enumerate(conts) if c == g.strip()]
     if not idx:
         return None

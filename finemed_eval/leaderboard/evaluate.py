@@ -216,14 +216,20 @@ def samples_dir(cells_dir: Path, key: str) -> Path:
 def write_samples(cells_dir: Path, key: str, samples: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, Any]]:
     """Write a cell's logged samples as cells/<key>.samples/<task>.jsonl (one folder, moved into place
     whole); return task -> {sha256, rows}, which the cell records so a damaged file is detected."""
+    return write_sample_files(
+        cells_dir, key, {task: "".join(sample_line(r) for r in rows).encode("utf-8") for task, rows in samples.items()}
+    )
+
+
+def write_sample_files(cells_dir: Path, key: str, files: dict[str, bytes]) -> dict[str, dict[str, Any]]:
+    """write_samples for lines already in lm-eval's file format (a stock `lm_eval --log_samples` run)."""
     target = samples_dir(cells_dir, key)
     tmp = Path(tempfile.mkdtemp(prefix=f".{key}.samples-", suffix=".partial", dir=cells_dir))
     index: dict[str, dict[str, Any]] = {}
     try:
-        for task, rows in sorted(samples.items()):
-            data = "".join(sample_line(r) for r in rows).encode("utf-8")
+        for task, data in sorted(files.items()):
             (tmp / f"{task}.jsonl").write_bytes(data)
-            index[task] = {"sha256": hashlib.sha256(data).hexdigest(), "rows": len(rows)}
+            index[task] = {"sha256": hashlib.sha256(data).hexdigest(), "rows": data.count(b"\n")}
         tmp.chmod(0o755)
         if target.exists():
             shutil.rmtree(target)

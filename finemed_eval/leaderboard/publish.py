@@ -420,16 +420,19 @@ with `results_<date>.json` and `samples_<task>_<date>.jsonl`, as `lm_eval --outp
 def check_portable(files: dict[str, bytes]) -> None:
     """Refuse to publish text that names a local folder (home, caches, data folder, working directory)."""
     roots = [r for r in machine_roots() if len(r) > 1]
+    leaks: list[str] = []
     for path, data in sorted(files.items()):
         if not path.endswith(TEXT_SUFFIXES):
             continue
         text = data.decode("utf-8", errors="replace")
-        for root in roots:
-            if re.search(re.escape(root) + r"(?=[/\"'\s,;)\]]|$)", text):
-                raise PublishError(
-                    f"{path} would publish the local path {root}; regenerate the board with this "
-                    "finemed-eval (boards name models by zoo name or hub id, paths relative to the config)"
-                )
+        found = [root for root in roots if re.search(re.escape(root) + r"(?=[/\"'\s,;)\]]|$)", text)]
+        if found:
+            leaks.append(f"{path} ({found[0]})")
+    if leaks:
+        raise PublishError(
+            f"would publish local paths: {', '.join(leaks)}; regenerate the board with this finemed-eval "
+            "(boards name models by zoo name or hub id, paths relative to the config)"
+        )
 
 
 def write_tree(dest: Path, files: dict[str, bytes]) -> None:
