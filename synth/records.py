@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
-from collections.abc import Iterable, Iterator
+import uuid
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import IO, TypeVar
+
+T = TypeVar("T")
 
 
 class RecordError(RuntimeError):
@@ -23,23 +26,41 @@ def dumps(record: dict) -> str:
     return json.dumps(record, ensure_ascii=False, sort_keys=True)
 
 
-def write_jsonl(path: Path, records: Iterable[dict]) -> int:
-    """Write atomically (temp file + rename): a crash leaves the old file or the new one, never half."""
+def atomic_write(path: Path, write: Callable[[IO[str]], T]) -> T:
+    """Write a text file atomically: a unique temp file beside it, fsync, rename. A crash leaves the
+    old file or the new one, never half of one; two writers never share a temp file. The temp file is
+    created with mode 0666 and the process umask applies (tempfile.mkstemp's 0600 would leave sealed
+    files owner-only while everything else datatrove writes follows the umask)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    n = 0
+    tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:12]}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            for record in records:
-                handle.write(dumps(record) + "\n")
-                n += 1
+            result = write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
-    return n
+    return result
+
+
+def write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda handle: handle.write(text))
+
+
+def write_jsonl(path: Path, records: Iterable[dict]) -> int:
+    """Write records as JSON lines, atomically; return how many."""
+
+    def write(handle: IO[str]) -> int:
+        n = 0
+        for record in records:
+            handle.write(dumps(record) + "\n")
+            n += 1
+        return n
+
+    return atomic_write(path, write)
 
 
 def read_jsonl(path: Path) -> Iterator[dict]:
