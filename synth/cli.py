@@ -24,9 +24,9 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
     run_p.add_argument("--verbose", action="store_true", help="show datatrove's logs")
     run_p.set_defaults(run=_guard(cmd_run))
 
-    status_p = sub.add_parser("status", help="counts per stage and reject reason, tokens, records/s")
+    status_p = sub.add_parser("status", help="running or stopped; counts per stage and reject reason, tokens, record rate")
     status_p.add_argument("output", type=Path, help="a run's output folder")
-    status_p.add_argument("--json", action="store_true")
+    status_p.add_argument("--json", action="store_true", help='{"run": {state, holder}, "stages": [...]}')
     status_p.set_defaults(run=_guard(cmd_status))
 
     export_p = sub.add_parser("export", help="write FineMed-SFT / FineMed-DPO layouts")
@@ -72,12 +72,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from .status import format_status, stage_status
+    from .status import format_status, run_state, stage_status
 
     if not args.output.is_dir():
         raise FileNotFoundError(f"{args.output}: no such run folder")
-    rows = stage_status(args.output)
-    print(json.dumps(rows, indent=2) if args.json else format_status(rows))
+    run = run_state(args.output)
+    rows = stage_status(args.output, running=run["state"].startswith("running"))
+    print(json.dumps({"run": run, "stages": rows}, indent=2) if args.json else format_status(rows, run))
     return 0
 
 

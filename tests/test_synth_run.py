@@ -127,7 +127,9 @@ def test_status_counts(reference, capsys):
 
     _, out, _ = reference
     assert main(["synth", "status", str(out), "--json"]) == 0
-    rows = {row["stage"]: row for row in json.loads(capsys.readouterr().out)}
+    status = json.loads(capsys.readouterr().out)
+    assert status["run"]["state"] == "finished"
+    rows = {row["stage"]: row for row in status["stages"]}
     assert set(rows) == set(STAGES) and all(row["state"] == "done" for row in rows.values())
     assert rows["instruction"]["ok"] + rows["instruction"]["rejects"] == 12
     assert rows["scoring"]["tokens"]["prompt"] > 0
