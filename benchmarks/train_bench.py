@@ -36,7 +36,7 @@ import json, sys, glob
 import yaml
 from datasets import concatenate_datasets, load_dataset
 from trl import SFTConfig, SFTTrainer
-from finemed_eval.training.args import FineMedArgs, recipes_root
+from finemed_eval.training.args import FineMedArgs, recipes_root, spelled_as_installed
 import dataclasses
 
 recipe_path, model, data, out, steps = sys.argv[1:6]
@@ -47,6 +47,7 @@ keys.update(eval_strategy="no", save_strategy="no", load_best_model_at_end=False
             output_dir=out, max_steps=int(steps),
             gradient_accumulation_steps=raw["global_batch_size"] // raw["per_device_train_batch_size"],
             model_init_kwargs={"attention_dropout": raw["dropout"]})
+keys = spelled_as_installed(keys, SFTConfig)  # activation_checkpointing is gradient_checkpointing before transformers 5.24
 files = sorted(glob.glob(f"{data}/{raw['data_dir']}/*.jsonl"))
 rows = concatenate_datasets([load_dataset("json", data_files=f, split="train").select_columns(["instruction", "response"]) for f in files])
 rows = rows.shuffle(seed=raw["seed"]).select(range(raw["sample_size"]))

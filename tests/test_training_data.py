@@ -179,9 +179,9 @@ def test_the_loss_covers_the_response_and_its_end_of_turn_only(tmp_path):
 
     model = derive_tiny_model(tmp_path / "m", layers=1, hidden_size=32)
     selection = select("sft", str(SFT), department="Endocrinology", sample_size=2, seed=1, system_prompt="Be brief.")
-    from finemed_eval.training.args import _field_types, _installed_names
+    from finemed_eval.training.args import spelled_as_installed
 
-    no_checkpointing = _installed_names({"activation_checkpointing": False}, _field_types((SFTConfig,)))  # either spelling
+    no_checkpointing = spelled_as_installed({"activation_checkpointing": False}, SFTConfig)  # either transformers
     args = SFTConfig(output_dir=str(tmp_path / "out"), report_to="none", bf16=False, max_length=128, **no_checkpointing)
     trainer = SFTTrainer(model=str(model), args=args, train_dataset=selection.train)
     tokenizer = trainer.processing_class

@@ -149,6 +149,11 @@ def load_recipe(
     return recipe
 
 
+def spelled_as_installed(values: dict, *classes: type) -> dict:
+    """`values` (config keys) with each renamed key spelled as the installed `classes` spell it."""
+    return _installed_names(values, _field_types(classes))
+
+
 def _installed_names(values: dict, known: dict) -> dict:
     """`values` with each renamed key spelled as the installed transformers spells it."""
     out = {}
