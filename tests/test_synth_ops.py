@@ -293,6 +293,24 @@ def test_slurm_stage_completes_through_sbatch(replay, fake_slurm, tmp_path):
     assert str(tmp_path) not in executor_json and "PortableSlurmExecutor" not in executor_json
 
 
+def test_slurm_wait_is_bounded_when_slurm_forgets_the_job(fake_slurm, tmp_path, monkeypatch):
+    """sacct has no record of the job and there is no squeue: give up after the bound; a squeue that
+    no longer knows the job (its tasks ended) while completions are missing: an error at once."""
+    from finemed_eval.synth import pipeline
+    from finemed_eval.synth.records import RecordError
+
+    monkeypatch.setattr(pipeline, "SLURM_UNKNOWN_LIMIT_S", 2.0)
+    started = time.monotonic()
+    with pytest.raises(RecordError, match="Slurm job 999: 0 of 1 task.*neither sacct nor squeue has known the job"):
+        pipeline.wait_for_slurm("999", tmp_path / "logs", 1, "instruction")
+    assert time.monotonic() - started < 30
+    squeue = Path(os.environ["PATH"].split(os.pathsep)[0]) / "squeue"
+    squeue.write_text(f"#!{sys.executable}\nimport sys\nsys.stderr.write('slurm_load_jobs error: Invalid job id specified')\nsys.exit(1)\n")
+    squeue.chmod(0o755)
+    with pytest.raises(RecordError, match="ended without completing \\(no longer queued"):
+        pipeline.wait_for_slurm("999", tmp_path / "logs", 1, "instruction")
+
+
 # --- input: limit streams ------------------------------------------------------------------------
 
 
