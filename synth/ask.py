@@ -4,7 +4,11 @@ Designed around datatrove 0.10's InferenceRunner:
 - its request cache is keyed by the payload, so every attempt carries a distinct, derived `seed`
   (and re-asks use `retry_temperature`), or a retry would be answered from the cache;
 - against 127.0.0.1 a 429 is not retried and a 500 surfaces as `ServerError`, and no request timeout
-  applies: we retry both with exponential backoff and bound each call with `request_timeout_s`;
+  applies: we retry both with exponential backoff; each call is bounded by `request_timeout_s` in the
+  runner (backends.py), from the moment it holds a concurrency slot, so time queued behind other
+  requests never counts;
+- `transformers serve` decodes greedily unless the request carries a generation config with
+  `do_sample` (a `temperature` alone is ignored): sampled requests to the `local` backend send one;
 - a `ServerError` that is not an HTTP 500 means the server is gone: it propagates, the task stops,
   and the run resumes later from its checkpoints (turning it into rejects would lose records).
 """
@@ -13,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -25,6 +30,18 @@ from .parse import Parsed
 
 Generate = Callable[[dict], Awaitable[Any]]
 Parser = Callable[[Any, "str | None"], Parsed]
+
+
+@dataclass(frozen=True)
+class OutputFormat:
+    """What a stage's answer must look like, for servers that constrain decoding. `json_schema` goes
+    out as the standard `response_format`; `regex` and `choice` are vLLM's `structured_outputs` and are
+    sent only to the `vllm` backend (other servers reject unknown fields)."""
+
+    name: str
+    json_schema: dict | None = None
+    regex: str | None = None
+    choice: tuple[str, ...] | None = None
 
 
 @dataclass
@@ -46,16 +63,29 @@ def derive_seed(*parts: Any) -> int:
     return int.from_bytes(hashlib.sha256("\x00".join(map(str, parts)).encode()).digest()[:4], "big") & 0x7FFFFFFF
 
 
-def payload(messages: list[dict], role: RoleConfig, *, attempt: int, seed: int) -> dict:
+def payload(
+    messages: list[dict], role: RoleConfig, *, attempt: int, seed: int, output_format: OutputFormat | None = None
+) -> dict:
+    temperature = role.temperature if attempt == 0 else role.retry_temperature
     body = {
         "messages": messages,
         "max_tokens": role.max_tokens,
-        "temperature": role.temperature if attempt == 0 else role.retry_temperature,
+        "temperature": temperature,
         "top_p": role.top_p,
         "seed": seed,
     }
-    if role.structured_output:
-        body["response_format"] = {"type": "json_object"}
+    if role.backend == "local" and temperature > 0:
+        body["generation_config"] = json.dumps({"do_sample": True})  # else `transformers serve` stays greedy
+    if role.structured_output and output_format is not None:
+        if output_format.json_schema is not None:
+            body["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": output_format.name, "schema": output_format.json_schema},
+            }
+        elif role.backend == "vllm" and output_format.regex is not None:
+            body["structured_outputs"] = {"regex": output_format.regex}
+        elif role.backend == "vllm" and output_format.choice is not None:
+            body["structured_outputs"] = {"choice": list(output_format.choice)}
     return body
 
 
@@ -79,15 +109,16 @@ async def ask(
     role: RoleConfig,
     retry: RetryConfig,
     seed_parts: tuple,
+    output_format: OutputFormat | None = None,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> Answer:
     answer = Answer()
     transport_failures = 0
     for attempt in range(retry.attempts):
         answer.attempts = attempt + 1
-        body = payload(messages, role, attempt=attempt, seed=derive_seed(*seed_parts, attempt))
+        body = payload(messages, role, attempt=attempt, seed=derive_seed(*seed_parts, attempt), output_format=output_format)
         try:
-            result = await asyncio.wait_for(generate(body), timeout=role.request_timeout_s)
+            result = await generate(body)  # bounded by request_timeout_s in the runner (backends.py)
         except asyncio.TimeoutError:
             reason, detail = "timeout", f"no answer within {role.request_timeout_s} s"
         except ServerError as error:

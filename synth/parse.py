@@ -16,6 +16,48 @@ from .departments import allowed_labels
 
 TRUNCATED = "truncated"
 
+# --- structured output: what a server that constrains decoding (vLLM, SGLang, OpenAI) is asked for ----
+# The JSON stages send these schemas (`structured_output: true`); the parsers below still check every
+# answer, since most servers only approximate a schema. A question must open with a question word (or an
+# imperative like "Explain"): without that, SmolLM2 filled the schema with the prompt's own placeholder
+# ("Generated first question") for most texts; with it, with real questions.
+_QUESTION = {
+    "type": "string",
+    "maxLength": 300,
+    "pattern": r"^(What|How|Why|Which|When|Who|Where|Is|Are|Can|Could|Does|Do|Should|Explain|Describe|Compare) [A-Za-z0-9][^\n]+$",
+}
+_ANSWER = {"type": "string", "minLength": 20}
+QUESTIONS_SCHEMA = {
+    "type": "object",
+    "properties": {"question1": _QUESTION, "question2": _QUESTION},
+    "required": ["question1", "question2"],
+    "additionalProperties": False,
+}
+SCORE_SCHEMA = {  # the paper's keys (A.2); the parser also accepts the released code's
+    "type": "object",
+    "properties": {
+        "quality": {"type": "integer", "minimum": 1, "maximum": 10},
+        "difficulty": {"type": "integer", "minimum": 1, "maximum": 10},
+        "Relevance2Medicine": {"type": "integer", "minimum": 1, "maximum": 6},
+        "MentionSpecificDetails": {"type": "string", "enum": ["True", "False"]},
+    },
+    "required": ["quality", "difficulty", "Relevance2Medicine", "MentionSpecificDetails"],
+    "additionalProperties": False,
+}
+ANSWERS_SCHEMA = {
+    "type": "object",
+    "properties": {"answer1": _ANSWER, "answer2": _ANSWER},
+    "required": ["answer1", "answer2"],
+    "additionalProperties": False,
+}
+# The QwQ prompt (A.3) names two sections but no format; this is the shape `parse_longform` accepts.
+LONGFORM_REGEX = r"\*\*Thought\*\*\n[^*]{50,1500}\n\*\*Summarization\*\*\n[^*]{20,800}"
+
+# The prompt's own placeholders, copied back by weak models: never an instruction or an answer.
+PLACEHOLDERS = frozenset(
+    {"generated first question", "generated second question", "generated first answer content", "generated second answer content"}
+)
+
 
 @dataclass(frozen=True)
 class Parsed:
@@ -66,6 +108,8 @@ def parse_questions(text: Any, finish_reason: str | None = None) -> Parsed:
         value = _text_field(obj, key)
         if value is None:
             return _fail(f"missing_key:{key}" if key not in obj else f"not_text:{key}", finish_reason)
+        if value.lower().rstrip(".") in PLACEHOLDERS:
+            return Parsed(reason=f"placeholder:{key}")
         questions[key] = value
     if questions["question1"] == questions["question2"]:
         return Parsed(reason="identical_questions")
@@ -144,6 +188,8 @@ def parse_answers(text: Any, finish_reason: str | None = None) -> Parsed:
         value = _text_field(obj, key)
         if value is None:
             return _fail(f"missing_key:{key}" if key not in obj else f"not_text:{key}", finish_reason)
+        if value.lower().rstrip(".") in PLACEHOLDERS:
+            return Parsed(reason=f"placeholder:{key}")
         answers[key] = value
     return Parsed(answers)
 

@@ -40,8 +40,18 @@ def prompt_kind(prompt: str) -> str:
 
 
 class ReplayServer:
-    def __init__(self, recorded: dict[str, list[str]], port: int = 0, delay_s: float = 0.0):
+    """`host` may be another loopback address (127.0.0.2): datatrove treats only localhost/127.0.0.1 as
+    local, so requests there take its openai-client path. `authorizations` counts the Authorization
+    headers received (the tests check which key a run sends)."""
+
+    def __init__(
+        self, recorded: dict[str, list[str]], port: int = 0, delay_s: float = 0.0, host: str = "127.0.0.1", serial: bool = False
+    ):
+        # serial: answer one request at a time, as `transformers serve` without continuous batching does
         self.recorded, self.delay_s, self.requests = recorded, delay_s, 0
+        self.serial_lock = threading.Lock() if serial else None
+        self.authorizations: dict[str, int] = {}
+        self.lock = threading.Lock()
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -64,18 +74,25 @@ class ReplayServer:
             def do_POST(self):
                 length = int(self.headers.get("Content-Length", 0))
                 request = json.loads(self.rfile.read(length) or b"{}")
-                self._send(200, json.dumps(server.answer(request)).encode())
+                authorization = self.headers.get("Authorization", "")
+                with server.lock:
+                    server.authorizations[authorization] = server.authorizations.get(authorization, 0) + 1
+                if server.serial_lock is None:
+                    return self._send(200, json.dumps(server.answer(request)).encode())
+                with server.serial_lock:
+                    self._send(200, json.dumps(server.answer(request)).encode())
 
         class Server(ThreadingHTTPServer):
             request_queue_size = 1024  # the pipeline keeps many requests in flight; 5 (the default) refuses them
 
-        self.httpd = Server(("127.0.0.1", port), Handler)
+        self.httpd = Server((host, port), Handler)
         self.httpd.daemon_threads = True
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        host, port = self.httpd.server_address[:2]
+        return f"http://{host}:{port}"
 
     def answer(self, request: dict) -> dict:
         self.requests += 1

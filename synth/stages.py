@@ -11,10 +11,30 @@ import re
 from typing import Any
 
 from . import departments, prompts
-from .ask import Answer, Generate, ask
+from .ask import Answer, Generate, OutputFormat, ask
 from .config import SynthConfig
 from .filter import Item, select
-from .parse import parse_answers, parse_department, parse_longform, parse_questions, parse_score
+from .parse import (
+    ANSWERS_SCHEMA,
+    LONGFORM_REGEX,
+    QUESTIONS_SCHEMA,
+    SCORE_SCHEMA,
+    parse_answers,
+    parse_department,
+    parse_longform,
+    parse_questions,
+    parse_score,
+)
+
+# Each model stage's answer shape, sent as structured output when the role asks for it.
+QUESTIONS = OutputFormat("questions", json_schema=QUESTIONS_SCHEMA)
+SCORES = OutputFormat("scores", json_schema=SCORE_SCHEMA)
+ANSWERS = OutputFormat("answers", json_schema=ANSWERS_SCHEMA)
+LONGFORM = OutputFormat("longform", regex=LONGFORM_REGEX)
+
+
+def department_format(parent: str | None) -> OutputFormat:
+    return OutputFormat("department", choice=departments.allowed_labels(parent))
 
 MODEL_STAGES = {
     "instruction": "instruction", "scoring": "scoring", "answer": "answer", "longform": "longform", "classify": "classifier",
@@ -39,7 +59,9 @@ def _record(doc, stage: str, answers: list[Answer], fields: dict, failed: Answer
     return record
 
 
-async def _ask(generate: Generate, prompt: str, parser, config: SynthConfig, role: str, doc, slot: str) -> Answer:
+async def _ask(
+    generate: Generate, prompt: str, parser, config: SynthConfig, role: str, doc, slot: str, output_format: OutputFormat
+) -> Answer:
     return await ask(
         generate,
         prompts.chat(prompt),
@@ -47,11 +69,12 @@ async def _ask(generate: Generate, prompt: str, parser, config: SynthConfig, rol
         role=config.role(role),
         retry=config.retry,
         seed_parts=(config.seed, role, doc.id, slot),
+        output_format=output_format,
     )
 
 
 async def instruction_rollout(doc, generate: Generate, config: SynthConfig) -> dict:
-    answer = await _ask(generate, prompts.instruction_prompt(doc.text), parse_questions, config, "instruction", doc, "q")
+    answer = await _ask(generate, prompts.instruction_prompt(doc.text), parse_questions, config, "instruction", doc, "q", QUESTIONS)
     return _record(doc, "instruction", [answer], dict(answer.value or {}), None if answer.ok else answer)
 
 
@@ -63,7 +86,7 @@ async def scoring_rollout(doc, generate: Generate, config: SynthConfig) -> dict:
 
     answers, scores, failed, prefix = [], {}, None, ""
     for key in ("question1", "question2"):
-        answer = await _ask(generate, prompts.scoring_prompt(doc.metadata[key]), parser, config, "scoring", doc, key)
+        answer = await _ask(generate, prompts.scoring_prompt(doc.metadata[key]), parser, config, "scoring", doc, key, SCORES)
         answers.append(answer)
         scores[key] = answer.value
         if not answer.ok and failed is None:
@@ -111,14 +134,14 @@ _KEEP = ("instruction", "quality", "complexity", "relevance", "instruction_type"
 
 async def answer_rollout(doc, generate: Generate, config: SynthConfig) -> dict:
     prompt = prompts.answer_prompt(doc.metadata["instruction"], doc.text)
-    answer = await _ask(generate, prompt, parse_answers, config, "answer", doc, "a")
+    answer = await _ask(generate, prompt, parse_answers, config, "answer", doc, "a", ANSWERS)
     fields = {k: doc.metadata[k] for k in _KEEP} | dict(answer.value or {})
     return _record(doc, "answer", [answer], fields, None if answer.ok else answer)
 
 
 async def longform_rollout(doc, generate: Generate, config: SynthConfig) -> dict:
     prompt = prompts.longform_prompt(doc.metadata["instruction"], doc.text)
-    answer = await _ask(generate, prompt, parse_longform, config, "longform", doc, "l")
+    answer = await _ask(generate, prompt, parse_longform, config, "longform", doc, "l", LONGFORM)
     fields = {k: doc.metadata[k] for k in _KEEP} | ({"longform": answer.value["response"]} if answer.ok else {})
     return _record(doc, "longform", [answer], fields, None if answer.ok else answer)
 
@@ -132,11 +155,15 @@ async def classify_rollout(doc, generate: Generate, config: SynthConfig) -> dict
             parent, instruction=meta["instruction"], response=meta["response"], text=doc.text, raw_text=raw_text
         )
 
-    first = await _ask(generate, prompt(None), lambda t, f: parse_department(t, None, f), config, "classifier", doc, "d1")
+    first = await _ask(
+        generate, prompt(None), lambda t, f: parse_department(t, None, f), config, "classifier", doc, "d1",
+        department_format(None),
+    )
     if not first.ok:
         return _record(doc, "classify", [first], {}, first, "level1:")
     second = await _ask(
-        generate, prompt(first.value), lambda t, f: parse_department(t, first.value, f), config, "classifier", doc, "d2"
+        generate, prompt(first.value), lambda t, f: parse_department(t, first.value, f), config, "classifier", doc, "d2",
+        department_format(first.value),
     )
     fields = {"department": first.value}
     if not second.ok:
@@ -150,7 +177,7 @@ async def judge_rollout(doc, generate: Generate, config: SynthConfig) -> dict:
     rule = config.switches.mention_details
     answer = await _ask(
         generate, prompts.scoring_prompt(doc.metadata["instruction"]),
-        lambda t, f: parse_score(t, f, mention_rule=rule), config, "scoring", doc, "judge",
+        lambda t, f: parse_score(t, f, mention_rule=rule), config, "scoring", doc, "judge", SCORES,
     )
     return _record(doc, "judge", [answer], dict(answer.value or {}), None if answer.ok else answer)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -165,3 +166,56 @@ def test_missing_scores_paper_vs_released():
     assert select(a, None, seed=0, doc_id="x").rule == "one_score_missing"
     assert select(None, a, seed=0, doc_id="x", missing="keep_other").chosen is a  # released notebook
     assert select(None, None, seed=0, doc_id="x", missing="keep_other").rule == "no_scores"
+
+
+# --- structured output -----------------------------------------------------------------------------
+
+
+def test_placeholders_copied_from_the_prompt_are_rejected():
+    copied = json.dumps({"question1": "Generated first question", "question2": "Generated second question"})
+    assert parse_questions(copied).reason == "placeholder:question1"
+    copied = json.dumps({"answer1": "A real answer about iron.", "answer2": "Generated second answer content."})
+    assert parse_answers(copied).reason == "placeholder:answer2"
+
+
+def test_what_the_schemas_allow_the_parsers_accept():
+    import re
+
+    import jsonschema
+
+    from finemed_eval.synth.parse import ANSWERS_SCHEMA, LONGFORM_REGEX, QUESTIONS_SCHEMA, SCORE_SCHEMA
+
+    questions = {"question1": "What causes iron deficiency anemia?", "question2": "How is it treated in adults?"}
+    score = {"quality": 7, "difficulty": 8, "Relevance2Medicine": 6, "MentionSpecificDetails": "False"}
+    answers = {"answer1": "Blood loss and poor intake, mostly.", "answer2": "Oral iron first; intravenous iron if needed."}
+    for schema, value, parser in ((QUESTIONS_SCHEMA, questions, parse_questions), (SCORE_SCHEMA, score, parse_score),
+                                  (ANSWERS_SCHEMA, answers, parse_answers)):
+        jsonschema.Draft202012Validator.check_schema(schema)
+        jsonschema.validate(value, schema)
+        assert parser(json.dumps(value)).ok
+    with pytest.raises(jsonschema.ValidationError):  # a placeholder copy is outside the questions' schema
+        jsonschema.validate({"question1": "Generated first question", "question2": "x"}, QUESTIONS_SCHEMA)
+    longform = "**Thought**\n" + "The text says iron losses exceed intake over months. " * 2 + "\n**Summarization**\nIron losses exceed intake."
+    assert re.fullmatch(LONGFORM_REGEX, longform) and parse_longform(longform).ok
+
+
+def test_payload_sends_each_stage_format_to_servers_that_understand_it():
+    from finemed_eval.synth.ask import payload
+    from finemed_eval.synth.config import RoleConfig
+    from finemed_eval.synth.stages import LONGFORM, QUESTIONS, department_format
+
+    messages = [{"role": "user", "content": "q"}]
+    body = payload(messages, RoleConfig(backend="endpoint", structured_output=True), attempt=0, seed=1, output_format=QUESTIONS)
+    assert body["response_format"]["type"] == "json_schema"
+    assert body["response_format"]["json_schema"]["schema"]["required"] == ["question1", "question2"]
+    assert "response_format" not in payload(messages, RoleConfig(backend="endpoint"), attempt=0, seed=1, output_format=QUESTIONS)
+    # regex / label choice are vLLM's own fields: only to the vllm backend
+    assert "structured_outputs" not in payload(messages, RoleConfig(backend="endpoint", structured_output=True), attempt=0, seed=1, output_format=LONGFORM)
+    vllm = RoleConfig(backend="vllm", structured_output=True)
+    assert payload(messages, vllm, attempt=0, seed=1, output_format=LONGFORM)["structured_outputs"] == {"regex": LONGFORM.regex}
+    labels = payload(messages, vllm, attempt=0, seed=1, output_format=department_format(None))["structured_outputs"]["choice"]
+    assert labels == list(departments.FIRST_LEVEL)
+    # `transformers serve` samples only when the generation config says so: re-asks of the local backend
+    local = RoleConfig(backend="local", temperature=0.0, retry_temperature=0.7)
+    assert "generation_config" not in payload(messages, local, attempt=0, seed=1)
+    assert json.loads(payload(messages, local, attempt=1, seed=2)["generation_config"]) == {"do_sample": True}

@@ -20,6 +20,7 @@ import json
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -32,8 +33,12 @@ import psutil
 import pytest
 import yaml
 
-from finemed_eval.synth.backends import transformers_executable
-from finemed_eval.synth.pipeline import STAGES, stage_dir
+from finemed_eval.synth.ask import derive_seed, payload
+from finemed_eval.synth.backends import model_path, transformers_executable
+from finemed_eval.synth.config import RoleConfig, load_config
+from finemed_eval.synth.inputs import load_texts
+from finemed_eval.synth.pipeline import STAGES, run_model_stage, stage_dir
+from finemed_eval.synth.prompts import chat, instruction_prompt
 from finemed_eval.synth.replay import ReplayServer, load_recorded
 
 FIXTURES = Path(__file__).parent / "fixtures" / "synth"
@@ -196,9 +201,15 @@ class FaultProxy:
         return f"http://127.0.0.1:{self.httpd.server_address[1]}"
 
 
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 @pytest.fixture(scope="module")
 def real_server(embedded_model):
-    port = psutil.Process().pid % 20000 + 30000
+    port = free_port()
     server = subprocess.Popen(
         [transformers_executable(), "serve", str(embedded_model), "--host", "127.0.0.1", "--port", str(port)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV,
@@ -218,11 +229,13 @@ def real_server(embedded_model):
         server.wait()
 
 
-def test_fault_injecting_proxy_in_front_of_the_real_server(replay, real_server, tmp_path, embedded_model):
-    proxy = FaultProxy(real_server, hold_s=35)
+def run_behind_fault_proxy(upstream: str, replay_url: str, folder: Path, real: dict) -> None:
+    """The classifier role through a FaultProxy in front of `upstream`: nothing crashes or is dropped,
+    every injected transport fault is counted. Shared with the vLLM test (test_synth_vllm.py)."""
+    proxy = FaultProxy(upstream, hold_s=35)
     config = config_file(
-        tmp_path, replay.url, "classifier",
-        {"backend": "endpoint", "endpoint_url": proxy.url, "model": "embedded", "request_timeout_s": 30},
+        folder, replay_url, "classifier",
+        {"backend": "endpoint", "endpoint_url": proxy.url, "model": "embedded", "request_timeout_s": 30, **real},
         limit=3, attempts=3,
     )
     result = subprocess.run(
@@ -230,7 +243,7 @@ def test_fault_injecting_proxy_in_front_of_the_real_server(replay, real_server, 
         capture_output=True, text=True, env=ENV, timeout=900,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    out = tmp_path / "out"
+    out = folder / "out"
     assert_every_stage_complete(out)
     ok, rejects = classify_outputs(out)
     inputs = records(stage_dir(out, "classify") / "input" / "part-00000.jsonl")
@@ -242,3 +255,44 @@ def test_fault_injecting_proxy_in_front_of_the_real_server(replay, real_server, 
     assert failures.count("truncated") >= proxy.injected["truncated"] >= 1
     assert proxy.forwarded >= 1
     assert all(r["attempts"] <= 3 * 2 for r in ok + rejects)  # bounded: 3 per question, 2 questions
+
+
+def test_fault_injecting_proxy_in_front_of_the_real_server(replay, real_server, tmp_path, embedded_model):
+    run_behind_fault_proxy(real_server, replay.url, tmp_path, {})
+
+
+def test_re_asks_really_sample_on_transformers_serve(real_server, embedded_model):
+    """`transformers serve` ignores a bare temperature (greedy unless the generation config samples):
+    the `local` backend's re-asks must come back different from the greedy first answer."""
+    role = RoleConfig(backend="local", max_tokens=24, temperature=0.0, retry_temperature=0.7)
+    messages = chat(instruction_prompt(json.loads((FIXTURES / "raw_texts.jsonl").read_text().splitlines()[0])["text"]))
+
+    def complete(attempt: int) -> str:
+        body = payload(messages, role, attempt=attempt, seed=derive_seed("t01", attempt)) | {"model": str(embedded_model)}
+        request = urllib.request.Request(
+            real_server + "/v1/chat/completions", json.dumps(body).encode(), {"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=600) as response:
+            return json.loads(response.read())["choices"][0]["message"]["content"]
+
+    greedy, first_re_ask, second_re_ask = complete(0), complete(1), complete(2)
+    assert first_re_ask != greedy and second_re_ask != greedy and first_re_ask != second_re_ask
+    assert complete(1) == first_re_ask  # seeded: the same attempt asks the same (the request cache relies on it)
+
+
+def test_request_timeout_counts_the_request_not_the_queue(tmp_path):
+    """A server that answers one request at a time (as `transformers serve` without continuous
+    batching): 4 documents, 1 s per answer, request_timeout_s 2.5. Counting the queue, the third and
+    fourth requests would time out; bounding the request's own time, none does."""
+    with ReplayServer(load_recorded(FIXTURES / "recorded_outputs.json"), delay_s=1.0, serial=True) as server:
+        real = {"backend": "endpoint", "endpoint_url": server.url, "model": "replay", "max_concurrent": 4,
+                "continuous_batching": False, "request_timeout_s": 2.5, "max_tokens": 64}
+        config = load_config(config_file(tmp_path, server.url, "instruction", real, limit=4, attempts=1))
+        folder = tmp_path / "out" / "stage"
+        started = time.monotonic()
+        run_model_stage(config, folder, "instruction", lambda: load_texts(config), False, root=tmp_path / "out")
+        elapsed = time.monotonic() - started
+    done = records(folder / "ok" / "part-00000.jsonl") + records(folder / "rejects.jsonl")
+    assert len(done) == 4 and server.requests == 4
+    assert [f for r in done for f in r["failures"]].count("timeout") == 0
+    assert elapsed >= 4.0  # they really were answered one after another
