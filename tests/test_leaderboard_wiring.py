@@ -96,7 +96,8 @@ def test_editing_the_corpus_recomputes_only_that_models_cells(tmp_path, monkeypa
     board = json.loads(first.leaderboard.read_text())
     assert [(p["baseline"], p["treatment"], p["source"]) for p in board["pairs"]] == [
         ("off", "lora demo", "config"), ("off", "lora", "inferred")]
-    assert board["pairs"][1]["differs_in"] == {"corpus": [None, str(corpus)], "ttt": ["off", "lora"]}
+    # published relative to the config, never as a machine path
+    assert board["pairs"][1]["differs_in"] == {"corpus": [None, "corpus.jsonl"], "ttt": ["off", "lora"]}
     assert board["pairs"][1]["comparisons"][0]["pooled"]["n"] == 8  # 4 documents x 2 seeds
 
     corpus.write_text('{"question": "q", "response": "edited"}\n')

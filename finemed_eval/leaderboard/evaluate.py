@@ -201,11 +201,13 @@ def sample_line(sample: dict[str, Any]) -> str:
 
     row = dict(sample)
     row["arguments"] = {
-        f"gen_args_{i}": {f"arg_{j}": part for j, part in enumerate(arg)} for i, arg in enumerate(sample["arguments"])
+        f"gen_args_{i}": {f"arg_{j}": part for j, part in enumerate(arg)}
+        for i, arg in enumerate(sample.get("arguments") or [])
     }
-    row["resps"] = sanitize_list(sample["resps"])
-    row["filtered_resps"] = sanitize_list(sample["filtered_resps"])
-    row["target"] = str(sample["target"])
+    for key in ("resps", "filtered_resps"):
+        if key in row:
+            row[key] = sanitize_list(row[key])
+    row["target"] = str(sample.get("target"))
     return scrub_text(json.dumps(row, default=handle_non_serializable, ensure_ascii=False)) + "\n"
 
 
