@@ -679,3 +679,23 @@ def test_real_run_resumes_after_a_kill_and_recomputes_a_corrupted_cell(tmp_path,
     summary = lb.run(cfg, out, task_manager=task_manager, progress=False)
     assert summary.computed == [] and len(passes) == 3
     assert summary.rendered and "smollm2-135m ttt=lora" in Path(summary.rendered["markdown"]).read_text()
+
+
+def test_a_hub_model_is_pinned_by_the_cached_snapshot_it_loads(tmp_path, monkeypatch):
+    """No revision given: the pin is the commit of the snapshot in the local hub cache (what HFLM loads),
+    read from the cache's own layout by huggingface_hub, offline; a zoo name keeps its name."""
+    import huggingface_hub.constants
+
+    from finemed_eval.leaderboard.fingerprint import model_pin
+
+    sha = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "models--org--model"
+    (repo / "snapshots" / sha).mkdir(parents=True)
+    (repo / "snapshots" / sha / "config.json").write_text('{"torch_dtype": "bfloat16"}')
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(sha)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    assert model_pin("org/model", "org/model", {}, tmp_path) == {"hub_id": "org/model", "revision": sha, "dtype": "bfloat16"}
+    pinned = model_pin("org/model", "org/model", {"revision": "v1", "dtype": "float16"}, tmp_path)
+    assert pinned["revision"] == "v1" and pinned["dtype"] == "float16"
+    assert model_pin("org/other", "org/other", {}, tmp_path)["revision"] is None  # not cached: unpinned, said so

@@ -237,6 +237,7 @@ def model_pin(model: str, resolved: str, model_args: dict[str, Any], config_dir:
 
     entry = get_entry(model)
     folder = Path(resolved) if Path(resolved).is_dir() else None
+    snapshot: Path | None = None  # a cached hub snapshot: where the dtype is read
     pin: dict[str, Any] = {}
     if entry is not None:
         pin["zoo"] = entry.name
@@ -250,10 +251,12 @@ def model_pin(model: str, resolved: str, model_args: dict[str, Any], config_dir:
             pin["lineage"] = list(entry.lineage)
         else:
             pin["hub_id"] = entry.source
-            pin["revision"] = model_args.get("revision") or entry.revision
+            snapshot = cached_snapshot(entry.source)
+            pin["revision"] = model_args.get("revision") or entry.revision or (snapshot.name if snapshot else None)
     elif folder is None:  # a hub id
+        snapshot = cached_snapshot(resolved)
         pin["hub_id"] = resolved
-        pin["revision"] = model_args.get("revision")
+        pin["revision"] = model_args.get("revision") or (snapshot.name if snapshot else None)
     else:  # a local checkpoint outside the zoo: its folder relative to the config, or its name only
         pin["local"] = relative_or_name(folder, config_dir)
         provenance = folder / "provenance.json"
@@ -263,8 +266,20 @@ def model_pin(model: str, resolved: str, model_args: dict[str, Any], config_dir:
             pin["lineage"] = list(info.get("lineage") or [])
     if folder is not None:
         pin["weights_sha256"] = weights_sha256(folder)
-    pin["dtype"] = checkpoint_dtype(folder, model_args)
+    pin["dtype"] = checkpoint_dtype(folder or snapshot, model_args)
     return pin
+
+
+def cached_snapshot(repo_id: str) -> Path | None:
+    """The folder of the hub snapshot in the local cache (what HFLM loads when no revision is given,
+    named by its commit); None if the model is not cached. Never goes online."""
+    try:
+        from huggingface_hub import snapshot_download
+
+        folder = Path(snapshot_download(repo_id, local_files_only=True, allow_patterns=["config.json"]))
+    except Exception:  # not cached, or not a model repository
+        return None
+    return folder if re.fullmatch(r"[0-9a-f]{40}", folder.name) else None
 
 
 def pinned_name(pin: dict[str, Any]) -> str:
