@@ -47,7 +47,7 @@ def test_card_results_read_back_with_huggingface_hub(tmp_path):
 
 def test_an_existing_card_keeps_its_text_and_other_results_and_ours_are_replaced(tmp_path):
     theirs = EvalResult(task_type="text-generation", dataset_type="gsm8k", dataset_name="GSM8K", metric_type="acc", metric_value=0.3)
-    start = ModelCard(f"---\nlicense: apache-2.0\n---\n# A model\n\nOur own words.\n")
+    start = ModelCard("---\nlicense: apache-2.0\n---\n# A model\n\nOur own words.\n")
     start.data.eval_results = [theirs]
     start.data.model_name = "a-model"
     (tmp_path / "README.md").write_text(str(start))
