@@ -356,7 +356,7 @@ def run_model_stage(
         write_parts(folder / "input", records, config.executor.tasks)
         mark_done(folder / "input", {"records": len(records)})
     expected = sorted(str(r["id"]) for r in read_folder(folder / "input", "part-*.jsonl"))
-    started = time.monotonic()
+    started, written_before = time.monotonic(), _count_lines(folder / "shards")
     if expected:
         role = config.role(MODEL_STAGES[name])
         runner = SynthInferenceRunner(
@@ -385,11 +385,15 @@ def run_model_stage(
         missing = sorted(set(expected) - set(got))[:5]
         raise RecordError(f"stage {name}: {len(set(expected) - set(got))} input record(s) have no output, e.g. {missing}")
     summary = seal(folder, records, config.executor.tasks)
-    return _with_time(folder, summary, time.monotonic() - started)
+    return _with_time(folder, summary, time.monotonic() - started, timed_records=len(records) - written_before)
 
 
-def _with_time(folder: Path, summary: dict, seconds: float) -> dict:
+def _with_time(folder: Path, summary: dict, seconds: float, timed_records: int | None = None) -> dict:
+    """DONE with the seconds this process spent; after a resume, `timed_records` (the records this
+    process wrote) keeps the stage's rate honest: the earlier processes' records took earlier time."""
     summary = summary | {"seconds": round(seconds, 3)}
+    if timed_records is not None:
+        summary["timed_records"] = timed_records
     mark_done(folder, summary)
     return summary
 

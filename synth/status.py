@@ -26,7 +26,7 @@ def run_state(out: Path) -> dict:
 
 
 def _rate(records: int, seconds: float | None) -> float | None:
-    return float(f"{records / seconds:.4g}") if seconds else None
+    return float(f"{records / seconds:.4g}") if seconds and records > 0 else None
 
 
 def stage_status(out: Path, running: bool = False) -> list[dict]:
@@ -39,8 +39,8 @@ def stage_status(out: Path, running: bool = False) -> list[dict]:
         done = folder / "DONE"
         if done.is_file():
             summary = json.loads(done.read_text(encoding="utf-8"))
-            total = summary["ok"] + summary["rejects"]
-            rows.append({"stage": name, "state": "done", **summary, "records_per_s": _rate(total, summary.get("seconds"))})
+            timed = summary.get("timed_records", summary["ok"] + summary["rejects"])  # see pipeline._with_time
+            rows.append({"stage": name, "state": "done", **summary, "records_per_s": _rate(timed, summary.get("seconds"))})
         elif folder.exists():
             inputs = folder / "input"
             expected = len(read_folder(inputs, "part-*.jsonl")) if inputs.is_dir() else None

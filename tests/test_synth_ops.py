@@ -184,6 +184,10 @@ def test_status_shows_a_slow_stage_rate_in_sensible_units(tmp_path):
     assert rows[0]["records_per_s"] == pytest.approx(0.004)
     assert "14.4 rec/h" in format_status(rows)
     assert [format_rate(x) for x in (25.0, 0.5, 1 / 7200, 1e-6)] == ["25 rec/s", "30 rec/min", "0.5 rec/h", "0.0036 rec/h"]
+    # resumed: the sealing process wrote 3 of the 12 records in its 6 s; the other 9 took earlier time
+    mark_done(stage_dir(tmp_path, "scoring"), {"ok": 12, "rejects": 0, "reasons": {}, "tokens": {"prompt": 1, "completion": 1},
+                                               "seconds": 6.0, "timed_records": 3})
+    assert stage_status(tmp_path)[1]["records_per_s"] == 0.5
 
 
 # --- Slurm: fake sbatch / sacct on PATH (Slurm cannot run on this machine) --------------------------
