@@ -150,8 +150,10 @@ def test_no_shared_artefact_of_a_run_holds_a_path_of_this_machine(chain):
     home = os.path.expanduser("~")
     forbidden = {home, os.path.join(home, ".cache"), str(chain.root), str(chain.base.parent), str(FIXTURES.parents[1])}
     for *_, name, _ in CHAIN:
-        files = [p for p in chain.out(name).rglob("*") if p.is_file() and not p.relative_to(chain.out(name)).parts[0].startswith("checkpoint-")]
-        assert {p.name for p in files} >= {"provenance.json", "README.md", "training_args.bin", "config.json", "model.safetensors"}
+        run = chain.out(name)
+        files = [p for p in run.rglob("*") if p.is_file() and not p.relative_to(run).parts[0].startswith("checkpoint-")]
+        shared = {"provenance.json", "README.md", "training_args.bin", "config.json", "model.safetensors"}
+        assert {p.name for p in files} >= shared
         for path in files:
             content = path.read_bytes()
             leaks = [text for text in forbidden if text.encode() in content]
@@ -221,9 +223,8 @@ def test_a_rerun_that_resumes_says_from_which_checkpoint(tmp_path, capsys):
     for step in (2, 3):
         (tmp_path / f"checkpoint-{step}").mkdir()
     (tmp_path / "checkpoint-2" / "trainer_state.json").write_text("{}")  # checkpoint-3 was cut off
-    recipe = load_recipe(
-        "tiny/finemedlm/stage1", ["--model_name_or_path", "smollm2-135m-instruct", "--data", str(FIXTURES / "sft"), "--output_dir", str(tmp_path)]
-    )
+    overrides = ["--model_name_or_path", "smollm2-135m-instruct", "--data", str(FIXTURES / "sft"), "--output_dir", str(tmp_path)]
+    recipe = load_recipe("tiny/finemedlm/stage1", overrides)
     assert prepare(recipe).resume_from == str(tmp_path / "checkpoint-2")
     assert f"finemed training: resuming from checkpoint-2 ({tmp_path / 'checkpoint-2'})" in capsys.readouterr().out
 

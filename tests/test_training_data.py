@@ -98,7 +98,8 @@ def _one_file(tmp_path: Path, rows_from: Path = SFT / ALL / "train.jsonl") -> Pa
 
 
 @pytest.mark.parametrize(
-    ("key", "value"), [("data_dir", ALL), ("department", "InternalMedicine"), ("department", "Endocrinology"), ("data_dir", "SFTo1Data")]
+    ("key", "value"),
+    [("data_dir", ALL), ("department", "InternalMedicine"), ("department", "Endocrinology"), ("data_dir", "SFTo1Data")],
 )
 def test_a_folder_filter_that_cannot_apply_to_one_file_is_an_error_naming_the_key_and_the_file(tmp_path, key, value):
     """Stage 1's data_dir, stages 2-3's department and o1-SFT's data_dir used to be ignored on one file."""
@@ -118,7 +119,8 @@ def test_a_filter_dropped_on_purpose_trains_on_the_whole_file_and_is_not_recorde
 def test_a_file_inside_the_folder_a_filter_names_meets_it():
     internal = select("sft", str(SFT / "InternalMedicine" / "train.jsonl"), department="Internal Medicine")
     assert internal.filters == {"department": "the file lies in department folder 'InternalMedicine'"}
-    assert select("sft", str(SFT / ALL / "train.jsonl"), data_dir=ALL).filters == {"data_dir": "the file lies in folder 'Medicine (all)'"}
+    everything = select("sft", str(SFT / ALL / "train.jsonl"), data_dir=ALL)
+    assert everything.filters == {"data_dir": "the file lies in folder 'Medicine (all)'"}
 
 
 def test_long_form_require_refuses_short_answers_naming_the_file_and_row(tmp_path):

@@ -54,7 +54,8 @@ def test_an_unset_dtype_is_reported_as_the_dtype_that_ran():
 def _record(size: int) -> dict:
     return {
         "register_as": "tiny", "description": "x" * size, "stage": "sft", "parent": "base", "parent_source": {"local": "base"},
-        "lineage": ["base"], "recipe": {"name": "r", "path": "r.yaml", "sha256": "0" * 64, "paper_recipe": None, "deviations_from_paper": {}},
+        "lineage": ["base"],
+        "recipe": {"name": "r", "path": "r.yaml", "sha256": "0" * 64, "paper_recipe": None, "deviations_from_paper": {}},
         "data": {"source": "sft", "sha256": "0" * 64, "filters": {}, "rows": {"train": 1}},
         "result": {"train_loss_first": 1, "train_loss_last": 0.5, "global_step": 2, "best_checkpoint": None, "best_metric": None},
         "launch": {"dtype": "float32", "precision": "fp32"},

@@ -21,8 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from finemed_eval.synth.parse import parse_longform
-
 SFT_FIELDS = ("text", "instruction", "complexity", "quality", "language", "response", "instruction_type")
 DPO_FIELDS = ("text", "complexity", "quality", "language", "prompt", "chosen", "rejected")
 NEEDED = {"sft": ("instruction", "response"), "dpo": ("prompt", "chosen", "rejected")}
@@ -107,7 +105,9 @@ def choose(
     if sample_size is not None:
         if sample_size > dataset.num_rows:
             after = "after the filters" if len(counts) > 1 else "in the data"
-            raise DataError(f"{source}: recipe key 'sample_size' is {sample_size} but there are only {dataset.num_rows} rows {after}")
+            raise DataError(
+                f"{source}: recipe key 'sample_size' is {sample_size} but there are only {dataset.num_rows} rows {after}"
+            )
         dataset = dataset.shuffle(seed=seed).select(range(sample_size))
         counts["sampled"] = dataset.num_rows
     holdout = None
@@ -128,6 +128,8 @@ def is_local(data: str) -> bool:
 
 def _long_form(dataset: Any, mode: str, source: str, counts: dict, filters: dict) -> Any:
     """o1-SFT trains on long-form answers: a Thought section followed by a Summarization section."""
+    from finemed_eval.synth.parse import parse_longform  # the rule synthesis accepts QwQ's answers by
+
     responses = dataset["response"]
     bad = [i for i, text in enumerate(responses) if not parse_longform(text).ok]
     if mode == "require" and bad:
@@ -142,7 +144,9 @@ def _long_form(dataset: Any, mode: str, source: str, counts: dict, filters: dict
     if mode == "select":
         keep = sorted(set(range(len(responses))) - set(bad))
         if not keep:
-            raise DataError(f"{source}: recipe key 'long_form' is 'select' but no row's 'response' has Thought and Summarization sections")
+            raise DataError(
+                f"{source}: recipe key 'long_form' is 'select' but no row's 'response' has Thought and Summarization sections"
+            )
         dataset = dataset.select(keep)
         counts["long_form"] = dataset.num_rows
     filters["long_form"] = f"{mode}: responses with Thought and Summarization sections"
