@@ -328,3 +328,14 @@ def deviations_of(name: str) -> dict:
     from finemed_eval.training.provenance import deviations
 
     return deviations(_load(name).raw, name)
+
+
+def test_a_hub_dataset_that_cannot_be_loaded_fails_before_launch():
+    """The paper recipes read the hub; offline and uncached, that used to fail in every launched process."""
+    from finemed_eval.training.data import DataError
+    from finemed_eval.training.launch import train
+
+    overrides = ["--model_name_or_path", "smollm2-135m-instruct", "--data", "no-such-org/no-such-data"]
+    expected = r"^no-such-org/no-such-data: cannot load this hub dataset \(recipe key data_dir 'Medicine \(all\)'\)"
+    with pytest.raises(DataError, match=expected):
+        train("tiny/finemedlm/stage1", None, overrides, dry_run=True)

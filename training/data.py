@@ -121,11 +121,6 @@ def choose(
     return Selection(dataset, holdout, source, files, digest, counts, filters)
 
 
-def is_local(data: str) -> bool:
-    """Whether `data` is read from this machine (else it is a hub id, loaded by the stage)."""
-    return Path(data).expanduser().exists() or not _HUB_ID.match(data)
-
-
 def _long_form(dataset: Any, mode: str, source: str, counts: dict, filters: dict) -> Any:
     """o1-SFT trains on long-form answers: a Thought section followed by a Summarization section."""
     from finemed_eval.synth.parse import parse_longform  # the rule synthesis accepts QwQ's answers by
@@ -265,7 +260,11 @@ def _load(stage: str, data: str, data_dir: str | None, department: str | None):
         if data_dir and department:
             raise DataError(f"{data}: set data_dir or department (both name a folder), not both")
         folder = data_dir or department  # on the hub, too, departments are folders
-        dataset = datasets.load_dataset(data, data_dir=folder, split="train")
+        try:
+            dataset = datasets.load_dataset(data, data_dir=folder, split="train")
+        except (OSError, ValueError) as error:  # offline and not cached, no such dataset or folder
+            where = f" (recipe key {'data_dir' if data_dir else 'department'} {folder!r})" if folder else ""
+            raise DataError(f"{data}: cannot load this hub dataset{where}: {error}") from None
         _check_fields(dataset.column_names, stage, data)
         key = "data_dir" if data_dir else "department"
         filters = {key: f"folder {folder!r} of the hub dataset"} if folder else {}

@@ -14,7 +14,6 @@ from pathlib import Path
 import yaml
 
 from finemed_eval.training.args import Recipe, RecipeError, load_recipe, shipped_recipes
-from finemed_eval.training.data import is_local
 from finemed_eval.training.run import selection
 
 CONFIG_DIR = Path(__file__).parent / "accelerate"
@@ -134,14 +133,14 @@ def train(recipe_name: str, accelerate: str | None, overrides: list[str], launch
     # every recipe error (batch arithmetic for this many processes included) surfaces here, before any launch
     recipe = load_recipe(recipe_name, overrides, world_size=num_processes(accelerate, extra))
     check_model(recipe.model.model_name_or_path)
-    f = recipe.finemed
-    if is_local(f.data):  # the stage's own selection, so every data error surfaces here (hub data: in the stage)
-        from datasets.utils.logging import disable_progress_bar
+    # The stage's own row selection, so every data error surfaces here; a hub dataset is downloaded
+    # here once (into the datasets cache the stage then reads) rather than by every process at once.
+    from datasets.utils.logging import disable_progress_bar
 
-        disable_progress_bar()  # an error stays one line
-        chosen = selection(recipe, trainer_rows=False)
-        applied = "; ".join(f"{key}: {how}" for key, how in chosen.filters.items()) or "no filter"
-        print(f"data: {chosen.counts} ({applied})", flush=True)
+    disable_progress_bar()  # an error stays one line
+    chosen = selection(recipe, trainer_rows=False)
+    applied = "; ".join(f"{key}: {how}" for key, how in chosen.filters.items()) or "no filter"
+    print(f"data: {chosen.counts} ({applied})", flush=True)
     command, env = build_command(recipe, accelerate, overrides, extra)
     print(shlex.join(command), flush=True)
     if dry_run:
