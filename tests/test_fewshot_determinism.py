@@ -104,7 +104,6 @@ def test_two_gloo_processes_give_one_process_prompts_and_loglikelihoods(embedded
     """`accelerate launch -m lm_eval` on 2 CPU (gloo) processes, 3-shot, two few-shot seeds: every
     document gets the prompt (and so the log-likelihoods) one process gives it."""
     import lm_eval
-
     from lm_eval.api.registry import get_model
 
     limit = 8
