@@ -20,12 +20,10 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import gc
-import json
 import logging
 import os
 import sys
 import time
-from datetime import datetime, timezone
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,13 +61,11 @@ from finemed_eval.leaderboard.fingerprint import (
     model_pin,
     portable_args,
     scrub,
-    scrub_text,
     task_config_hash,
     task_data_hash,
 )
 from finemed_eval.leaderboard.pairs import check_same_documents, differing_args, find_pairs, ttt_only_keys
 from finemed_eval.leaderboard.shard import Shard
-from finemed_eval.leaderboard.task_tree import leaves
 from finemed_eval.zoo import resolve_pretrained
 
 log = logging.getLogger(__name__)
@@ -134,6 +130,8 @@ def run(
         pretrained = _resolve_all(config)
         summary = RunSummary(out, None if shard is not None else out / "leaderboard.json")
         if lm_eval_runs:
+            from finemed_eval.leaderboard.stock_runs import import_lm_eval_runs
+
             import_lm_eval_runs(config, plan, canonical, lm_eval_runs, cells_dir)
         done = _load_done(plan, cells_dir, summary)
         mine = plan if shard is None else _shard_cells(plan, shard)
@@ -212,86 +210,6 @@ def _runs(plan: list[Cell], done: dict[str, dict[str, Any]]) -> list[dict[str, A
         }
         for c in plan
     ]
-
-
-def import_lm_eval_runs(
-    config: RunConfig, plan: list[Cell], canonical: dict[str, str], folders: list[Path], cells_dir: Path
-) -> list[str]:
-    """Cells from stock lm-eval runs: every `results_<date>.json` under `folders` (with its
-    `samples_<task>_<date>.jsonl`, which --log_samples writes) fills the cells of the config model
-    with the same weights and arguments, few-shot seed and task; returns the keys written.
-
-    A run made under another protocol than the config's (shots, limit, global seeds, lm-eval model)
-    is one error naming its file: its numbers would not be the board's.
-    """
-    from lm_eval.utils import simple_parse_args_string
-
-    from finemed_eval.leaderboard.evaluate import GLOBAL_SEEDS, write_sample_files
-    from finemed_eval.zoo import ZooError, canonical_model
-
-    files = sorted(p for folder in folders for p in Path(folder).rglob("results_*.json"))
-    if not files:
-        raise LeaderboardError(f"no lm-eval results_*.json under {', '.join(map(str, folders))}")
-    written: list[str] = []
-    for path in files:
-        res = json.loads(path.read_text(encoding="utf-8"))
-        cfg = res.get("config") or {}
-        args = cfg.get("model_args") or {}
-        args = dict(simple_parse_args_string(args) if isinstance(args, str) else args)
-        try:
-            weights = canonical_model(str(args.pop("pretrained", "")))
-        except ZooError as e:
-            raise LeaderboardError(f"{path}: config.model_args: {e}") from None
-        expected = {
-            "model": config.lm_eval_model, "limit": config.limit, "random_seed": GLOBAL_SEEDS["random"],
-            "numpy_seed": GLOBAL_SEEDS["numpy"], "torch_seed": GLOBAL_SEEDS["torch"],
-        }  # fmt: skip
-        wrong = {k: cfg.get(k) for k, v in expected.items() if cfg.get(k) != v}
-        shots = {t: n for t, n in (res.get("n-shot") or {}).items() if n != config.num_fewshot}
-        if wrong or shots:
-            raise LeaderboardError(
-                f"{path}: not run with the config's protocol ({config.source}): "
-                + ", ".join([f"config.{k} is {v!r}, expected {expected[k]!r}" for k, v in wrong.items()]
-                            + [f"{t} ran {n}-shot, expected {config.num_fewshot}" for t, n in shots.items()])
-                + " (lm_eval --seed 0,1234,1234,SEED --num_fewshot N --limit L)"
-            )
-        same = {k: str(v).lower() for k, v in args.items()}
-        specs = [
-            m for m in config.models
-            if canonical[m.name] == weights and {k: str(v).lower() for k, v in m.args.items()} == same
-        ]  # fmt: skip
-        date = datetime.fromtimestamp(float(res.get("date") or path.stat().st_mtime), timezone.utc)
-        stamp = path.name[len("results_") : -len(".json")]
-        for cell in plan:
-            if not any(cell.model is m for m in specs) or cell.seed != cfg.get("fewshot_seed"):
-                continue
-            tasks = leaves(cell.task, res.get("group_subtasks") or {}) | {cell.task}
-            if cell.task not in (res.get("results") or {}):
-                continue
-            sample_files = {t: path.with_name(f"samples_{t}_{stamp}.jsonl") for t in tasks if t not in (res.get("group_subtasks") or {})}
-            missing = [str(f) for f in sample_files.values() if not f.is_file()]
-            if missing:
-                raise LeaderboardError(f"{path}: run with --log_samples; missing {', '.join(missing)}")
-            data = {t: f.read_bytes() for t, f in sample_files.items()}
-            part = {
-                key: {k: v for k, v in (res.get(key) or {}).items() if k in tasks}
-                for key in ("results", "versions", "n-shot", "n-samples", "group_subtasks", "configs", "higher_is_better", "groups")
-            }
-            part["samples"] = {t: [json.loads(line) for line in b.decode("utf-8").splitlines()] for t, b in data.items()}
-            payload = {
-                "material": cell.material,
-                "model": cell.model.name,
-                "model_args": scrub({"pretrained": weights, **cell.model.args}),
-                "task": cell.task,
-                "seed": cell.seed,
-                "date": date.isoformat(timespec="seconds").replace("+00:00", "Z"),
-                "pass": {"seeds": [cell.seed], "duration_s": res.get("total_evaluation_time_seconds"), "lm_eval_results": path.name},
-                "results": slim_results(part),
-                "samples": write_sample_files(cells_dir, cell.key, {t: scrub_text(b.decode("utf-8")).encode("utf-8") for t, b in data.items()}),
-            }
-            write_cell(cells_dir, cell.key, payload)
-            written.append(cell.key)
-    return written
 
 
 def _shard_cells(plan: list[Cell], shard: Shard) -> list[Cell]:
