@@ -699,3 +699,17 @@ def test_a_hub_model_is_pinned_by_the_cached_snapshot_it_loads(tmp_path, monkeyp
     pinned = model_pin("org/model", "org/model", {"revision": "v1", "dtype": "float16"}, tmp_path)
     assert pinned["revision"] == "v1" and pinned["dtype"] == "float16"
     assert model_pin("org/other", "org/other", {}, tmp_path)["revision"] is None  # not cached: unpinned, said so
+
+
+def test_scrub_replaces_local_roots_as_whole_path_prefixes(monkeypatch, tmp_path):
+    from finemed_eval.leaderboard.fingerprint import machine_roots, scrub, scrub_text
+
+    data = tmp_path / "data"
+    monkeypatch.setenv("FINEMED_DATA_DIR", str(data))
+    roots = machine_roots()
+    assert all(r.startswith("/") and r != "/" for r in roots)
+    text = json.dumps({"a": f"{data}/medqa/test.jsonl", "b": f"{Path.home()}/x", "c": f"{data}x", "d": "<function f at 0x7f00ab>"})
+    assert json.loads(scrub_text(text, roots)) == {
+        "a": "$FINEMED_DATA_DIR/medqa/test.jsonl", "b": "~/x", "c": f"{data}x", "d": "<function f>"
+    }
+    assert scrub({"k": [str(data)]}, roots) == {"k": ["$FINEMED_DATA_DIR"]}

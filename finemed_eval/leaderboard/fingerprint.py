@@ -332,7 +332,7 @@ def machine_roots() -> dict[str, str]:
         if not raw:
             continue
         for form in {raw.rstrip("/"), str(Path(raw).expanduser().resolve())}:
-            if form.count("/") >= 2 or (form.count("/") == 1 and len(form) > 1):  # never "/" itself
+            if form.startswith("/") and len(form) > 1:  # absolute, and never "/" itself
                 roots.setdefault(form, label)
     return dict(sorted(roots.items(), key=lambda kv: -len(kv[0])))
 
