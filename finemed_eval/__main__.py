@@ -4,4 +4,5 @@ import sys
 
 from finemed_eval.cli import main
 
-sys.exit(main())
+if __name__ == "__main__":  # vLLM's engine core is a spawned process that re-imports this module
+    sys.exit(main())

@@ -92,3 +92,23 @@ def test_bad_model_arguments_fail_before_loading(args, message, monkeypatch):
     monkeypatch.setattr(lm.HFLM, "__init__", must_not_load)
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
         get_model("finemed_ttt")(**args)
+
+
+@pytest.mark.parametrize(
+    "path, rank, expected",
+    [
+        ("runs.d/ttt", 0, "runs.d/ttt.rank0"),  # the folder keeps its name; the suffix goes on the file
+        ("runs.d/ttt.jsonl", 1, "runs.d/ttt.rank1.jsonl"),
+        ("ttt.jsonl", 0, "ttt.rank0.jsonl"),
+    ],
+)
+def test_ttt_log_of_each_process_lands_in_the_folder_named(path, rank, expected, tmp_path, monkeypatch):
+    from finemed_eval.ttt.lm import _per_process
+    from finemed_eval.ttt.log import TTTLog
+
+    monkeypatch.chdir(tmp_path)
+    assert _per_process(path, rank, world_size=2) == expected
+    assert _per_process(path, rank, world_size=1) == path  # one process: the name as given
+    TTTLog(_per_process(path, rank, world_size=2)).add([{"task": "t", "doc_id": 0}])
+    assert (tmp_path / expected).is_file()
+    assert not any(p.name.startswith("runs.rank") for p in tmp_path.iterdir())

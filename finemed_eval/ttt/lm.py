@@ -14,8 +14,10 @@ import functools
 import inspect
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import closing
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 from lm_eval.api.instance import Instance
@@ -47,7 +49,7 @@ class Document:
 
 
 class FineMedTTT(HFLM):
-    def __init__(self, pretrained=None, **kwargs) -> None:
+    def __init__(self, pretrained=None, max_loras: int | None = None, **kwargs) -> None:
         hflm_kwargs, ttt_kwargs = _split_kwargs(kwargs)
         embedded = pretrained is None or (isinstance(pretrained, str) and is_embedded(pretrained))
         self._longest_continuation: int | None = None  # set while scoring (see _model_call)
@@ -56,10 +58,11 @@ class FineMedTTT(HFLM):
         # HFLM's own default is "cuda" even on machines without one.
         hflm_kwargs.setdefault("device", "cuda" if torch.cuda.is_available() else "cpu")
         check_dtype_supported(hflm_kwargs.get("dtype"), str(hflm_kwargs["device"]))
-        # Corpus, retriever and adapter inputs are checked before the model is loaded.
+        # The engine, corpus, retriever and adapter inputs are checked before the model is loaded.
+        resolved = _resolve_pretrained(pretrained)
+        engine = self._check_engine(resolved, max_loras)
         corpus = self._load_corpus() if options.ttt != "off" else None
         self._retriever = None if options.reference or corpus is None else self._build_retriever(corpus)
-        resolved = _resolve_pretrained(pretrained)
         super().__init__(pretrained=resolved, **hflm_kwargs)
         self._adopt_cpu_data_parallel()
         self._adapter = None
@@ -71,15 +74,33 @@ class FineMedTTT(HFLM):
         if options.reference and corpus is not None:  # embeds whole conversations: needs the tokenizer
             self._retriever = self._build_retriever(corpus)
         self._vllm = None
-        if options.engine == "vllm":
+        if engine is not None:
             from finemed_eval.ttt.vllm_backend import VLLMAdapterServer
 
-            self._vllm = VLLMAdapterServer(str(resolved), lora_r=options.lora_r)
+            self._vllm = VLLMAdapterServer(engine, dtype=str(self._model.dtype).replace("torch.", ""))
         self.log = TTTLog(_per_process(options.ttt_log, self.rank, self.world_size))
         self._chat_rendered: dict[str, str | None] = {}  # chat-rendered context -> its system message
         self.adaptations = 0  # adaptations run so far (tests count it)
 
     # ---- set-up --------------------------------------------------------------------------------
+    def _check_engine(self, resolved, max_loras: int | None):
+        """engine=vllm: everything checkable before the HF model loads (vLLM, platform, rank, architecture)."""
+        o = self.ttt_options
+        if o.engine != "vllm":
+            if max_loras is not None:
+                raise TTTError("finemed_ttt: model argument max_loras is an engine=vllm setting; add engine=vllm or drop it")
+            return None
+        from finemed_eval.ttt.vllm_backend import check_engine
+
+        if not isinstance(resolved, str):
+            raise TTTError("finemed_ttt: engine=vllm loads the model itself: pass pretrained as a path, hub id or zoo name")
+        return check_engine(resolved, o.ttt, o.lora_r, max_loras)
+
+    def close(self) -> None:
+        """Stop the vLLM engine (if any) and delete its saved adapters. Also done at interpreter exit."""
+        if self._vllm is not None:
+            self._vllm.close()
+
     def _load_corpus(self):
         from finemed_eval.ttt.retrieval import load_corpus
 
@@ -161,43 +182,86 @@ class FineMedTTT(HFLM):
     def generate_until(self, requests: list[Instance], disable_tqdm: bool = False):
         if self._vllm is None:
             texts = self._answer(requests, lambda batch: HFLM.generate_until(self, batch, disable_tqdm=True), disable_tqdm)
-        else:  # adapters are saved inside each adaptation; one batched engine call answers them all
-            loras = self._answer(requests, lambda batch: [self._vllm.lora_request(self._model, self._key)] * len(batch), disable_tqdm)
-            texts = self._vllm.generate([r.args[0] for r in requests], [r.args[1] for r in requests], loras)
+        else:
+            texts = self._generate_on_vllm(requests, disable_tqdm)
         self._log_generations(requests, texts)
         return texts
+
+    def _generate_on_vllm(self, requests: list[Instance], disable_tqdm: bool) -> list[str]:
+        """Each adaptation saves its adapter; the documents of up to `max_loras` adaptations are
+        answered by one engine call, each with its adaptation's LoRARequest."""
+        from finemed_eval.ttt.vllm_backend import engine_request
+
+        eos = self.tokenizer.decode(self.eot_token_id)
+        inputs = [
+            engine_request(self.tok_encode(r.args[0]), dict(r.args[1] or {}), eos, self.max_gen_toks, self.max_length)
+            for r in requests
+        ]
+        server = self._vllm
+        if self._adapter is None or not self.ttt_options.trains:
+            server.start(loras_needed=0)
+            return server.generate(inputs)
+        results: list = [None] * len(requests)
+        pending: list[tuple[list[int], object]] = []  # (request positions, their adaptation's LoRARequest)
+
+        def serve() -> None:
+            positions = [p for ps, _ in pending for p in ps]
+            server.start(loras_needed=len(pending))
+            texts = server.generate([inputs[p] for p in positions], [lora for ps, lora in pending for _ in ps])
+            for position, text in zip(positions, texts, strict=True):
+                results[position] = text
+            pending.clear()
+            server.trim(keep=server.max_loras)  # the disk holds at most 2 x max_loras adapters
+
+        try:
+            with closing(self._adaptations(requests, disable_tqdm)) as adaptations:  # restores on any exit
+                for batch, key in adaptations:
+                    pending.append(([position for position, _ in batch], server.save_adapter(self._model, key)))
+                    if len(pending) >= server.max_loras:
+                        serve()
+            if pending:
+                serve()
+        except BaseException:
+            server.trim(keep=0)  # nothing half-served stays on disk
+            raise
+        return results
 
     # ---- the one loop: retrieve, group by adaptation key, adapt once, answer, restore ----------
     def _answer(self, requests: list[Instance], answer: Callable[[list[Instance]], list], disable_tqdm: bool) -> list:
         if self._adapter is None or not self.ttt_options.trains:
             # Nothing would change the weights (ttt=off, steps=0 or lr=0): answer exactly as HFLM does,
             # batched across documents, so the scores are bit-identical to ttt=off.
-            if self._vllm is not None:
-                self._key = None
-                return [None] * len(requests)
             return answer(requests)
+        results: list = [None] * len(requests)
+        with closing(self._adaptations(requests, disable_tqdm)) as adaptations:  # restores on any exit
+            for batch, _ in adaptations:
+                answers = answer([request for _, request in batch])
+                for (position, _), value in zip(batch, answers, strict=True):
+                    results[position] = value
+        return results
+
+    def _adaptations(self, requests: list[Instance], disable_tqdm: bool) -> Iterator[tuple[list[tuple[int, Instance]], tuple]]:
+        """Retrieve, group documents by adaptation key, and per group yield (its requests with their
+        positions, the key) while the model is adapted; the weights are restored when the caller
+        asks for the next group (or stops, or raises). Logs a record per document."""
         documents = self._documents(requests)
         found = self._retrieve(documents)
         groups = self._group_by_adaptation(documents, found)
-        results: list = [None] * len(requests)
         truncated_before = self._adapter.truncation_count
         lost = 0
         for (fmt, neighbours), docs in tqdm(groups.items(), desc="TTT adaptations", disable=disable_tqdm):
             batch = [item for doc in docs for item in doc.requests]
-            self._key = (fmt, tuple(n.id for n in neighbours))
-            cache_key = self._key if self.ttt_options.cache_bytes else None
+            key = (fmt, tuple(n.id for n in neighbours))
+            cache_key = key if self.ttt_options.cache_bytes else None
             examples = [(n.question, n.response) for n in neighbours]
             started = time.perf_counter()
             with self._adapter.adapted(examples, cache_key=cache_key, fmt=fmt) as stats:
                 self.adaptations += 1
-                answers = answer([request for _, request in batch])
+                yield batch, key
             total_ms = (time.perf_counter() - started) * 1000
             lost += self._adapter.trainable_dtype in (torch.float16, torch.bfloat16) and stats.changed_fraction < LOST_UPDATE
-            for (position, _), value in zip(batch, answers, strict=True):
-                results[position] = value
             self.log.add([self._record(doc, found[doc.query], stats, len(docs), total_ms) for doc in docs])
         self._warn(truncated_before, lost)
-        return results
 
     def _documents(self, requests: Sequence[Instance]) -> list[Document]:
         """Requests regrouped per (task, document), in first-seen order, each with its position."""
@@ -313,11 +377,12 @@ def _accepts_logits_to_keep(model_type: type) -> bool:
 
 
 def _per_process(path: str | None, rank: int, world_size: int) -> str | None:
-    """Data-parallel processes each write their own log: ttt.jsonl -> ttt.rank0.jsonl, ttt.rank1.jsonl."""
+    """Data-parallel processes each write their own log, in the same folder: ttt.jsonl ->
+    ttt.rank0.jsonl; runs.d/ttt -> runs.d/ttt.rank0 (the suffix goes on the file name only)."""
     if path is None or world_size == 1:
         return path
-    stem, dot, suffix = path.rpartition(".")
-    return f"{stem}.rank{rank}.{suffix}" if dot else f"{path}.rank{rank}"
+    file = Path(path)
+    return str(file.with_name(f"{file.stem}.rank{rank}{file.suffix}"))
 
 
 def _resolve_pretrained(pretrained):
