@@ -100,15 +100,25 @@ def inference_config(role: RoleConfig, log_folder: str | None) -> InferenceConfi
     )
 
 
-# Runs in the child before it becomes the server: set PR_SET_PDEATHSIG, then exec. (Not a preexec_fn:
-# Python code between fork and exec in a threaded parent can deadlock, and did here on ctypes' dlopen.)
+# Runs in the child and supervises the server. The server gets a process group of its own; when the run
+# dies, the kernel sends this supervisor SIGTERM (PR_SET_PDEATHSIG), and on SIGTERM (also datatrove's
+# orderly stop) it kills the whole group: a server's own children (vLLM's engine core and worker) survive
+# a mere parent-death signal, they were found orphaned after a kill -9 here. (Not a preexec_fn: Python code
+# between fork and exec in a threaded parent can deadlock, and did here on ctypes' dlopen.)
 _LAUNCHER = (
-    "import ctypes, os, signal, sys\n"
+    "import ctypes, os, signal, subprocess, sys\n"
+    "os.setpgid(0, 0)\n"
+    "def stop(*_):\n"
+    "    os.killpg(0, signal.SIGKILL)\n"
+    "signal.signal(signal.SIGTERM, stop)\n"
+    "parent = os.getppid()\n"
     "try:\n"
-    f"    ctypes.CDLL(None, use_errno=True).prctl({_PR_SET_PDEATHSIG}, signal.SIGKILL)\n"
+    f"    ctypes.CDLL(None, use_errno=True).prctl({_PR_SET_PDEATHSIG}, signal.SIGTERM)\n"
     "except (OSError, AttributeError):\n"
     "    pass  # not Linux: datatrove still stops the server on every orderly exit\n"
-    "os.execv(sys.argv[1], sys.argv[1:])\n"
+    "if os.getppid() != parent:\n"
+    "    stop()  # the run died before the signal was armed\n"
+    "sys.exit(subprocess.Popen(sys.argv[1:]).wait())\n"
 )
 
 

@@ -71,7 +71,8 @@ def _descendants(pid: int) -> list[psutil.Process]:
 def _vllm_server(processes: list[psutil.Process]) -> psutil.Process | None:
     for process in processes:
         try:
-            if any("vllm.entrypoints" in part for part in process.cmdline()):
+            cmd = process.cmdline()
+            if any("vllm.entrypoints" in part for part in cmd) and cmd[1:2] != ["-c"]:  # not our launcher
                 return process
         except psutil.NoSuchProcess:
             pass
@@ -133,8 +134,9 @@ def vllm_server(embedded_model):
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     config = inference_config(RoleConfig(backend="vllm", model="embedded", model_max_context=2048), None)
-    server = subprocess.Popen(
-        vllm_command(config, port), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=vllm_environment(ENV)
+    server = subprocess.Popen(  # its own process group: the engine core and worker go with it
+        vllm_command(config, port), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=vllm_environment(ENV),
+        start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -147,11 +149,11 @@ def vllm_server(embedded_model):
                 time.sleep(0.5)
         yield url
     finally:
-        server.kill()
+        family = [psutil.Process(server.pid), *_descendants(server.pid)]
+        os.killpg(server.pid, signal.SIGKILL)
         server.wait()
-        for child in psutil.Process().children(recursive=True):  # its engine core, if still there
-            if child.pid != server.pid and "VLLM" in " ".join(child.cmdline()):
-                child.kill()
+        _, alive = psutil.wait_procs(family, timeout=30)
+        assert not alive
 
 
 def test_fault_injecting_proxy_in_front_of_real_vllm(replay, vllm_server, tmp_path):
