@@ -191,6 +191,8 @@ def parse_answers(text: Any, finish_reason: str | None = None) -> Parsed:
         if value.lower().rstrip(".") in PLACEHOLDERS:
             return Parsed(reason=f"placeholder:{key}")
         answers[key] = value
+    if answers["answer1"] == answers["answer2"]:  # the prompt asks for two different styles
+        return Parsed(reason="identical_answers")
     return Parsed(answers)
 
 

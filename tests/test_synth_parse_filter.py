@@ -176,6 +176,8 @@ def test_placeholders_copied_from_the_prompt_are_rejected():
     assert parse_questions(copied).reason == "placeholder:question1"
     copied = json.dumps({"answer1": "A real answer about iron.", "answer2": "Generated second answer content."})
     assert parse_answers(copied).reason == "placeholder:answer2"
+    same = json.dumps({"answer1": "Oral iron is first-line.", "answer2": "Oral iron is first-line."})
+    assert parse_answers(same).reason == "identical_answers"
 
 
 def test_what_the_schemas_allow_the_parsers_accept():
