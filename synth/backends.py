@@ -136,6 +136,17 @@ class TransformersServeServer(InferenceServer):
     def get_base_url(self) -> str:
         return f"http://127.0.0.1:{self._port}"
 
+    async def is_ready(self) -> bool:
+        # datatrove polls /v1/models, which `transformers serve` answers by scanning the hub cache: a 500
+        # (CacheNotFound) for ever on a machine without ~/.cache/huggingface/hub, as here
+        import httpx
+
+        try:
+            async with httpx.AsyncClient() as client:
+                return (await client.get(f"{self.get_base_url()}/health", timeout=5.0)).status_code == 200
+        except Exception:
+            return False
+
     async def start_server(self) -> asyncio.subprocess.Process:
         cmd = [
             transformers_executable(), "serve", self.config.model_name_or_path,
@@ -287,6 +298,20 @@ class KeyFromEnvEndpointServer(EndpointServer):
     def __init__(self, config: InferenceConfig, rank: int):
         self._key = api_key((config.model_kwargs or {}).get("api_key_env"))
         super().__init__(dataclasses.replace(config, api_key=self._key), rank)
+
+    async def is_ready(self) -> bool:
+        # datatrove asks /v1/models without the key; servers that guard it with the key, or (`transformers
+        # serve` without a hub cache) fail it, are ready when /health answers
+        import httpx
+
+        try:
+            async with httpx.AsyncClient(headers={"Authorization": f"Bearer {self._key}"}) as client:
+                for path in ("/v1/models", "/health"):
+                    if (await client.get(f"{self.get_base_url()}{path}", timeout=5.0)).status_code == 200:
+                        return True
+        except Exception:
+            return False
+        return False
 
     async def _make_request(self, payload: dict) -> dict:
         try:

@@ -216,13 +216,15 @@ def real_server(embedded_model):
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(600):
+        for _ in range(600):  # /health: /v1/models answers 500 where ~/.cache/huggingface/hub does not exist
             try:
-                urllib.request.urlopen(url + "/v1/models", timeout=2)
+                urllib.request.urlopen(url + "/health", timeout=2)
                 break
             except OSError:
                 assert server.poll() is None, "transformers serve exited during start-up"
                 time.sleep(0.5)
+        else:
+            pytest.fail("transformers serve did not answer /health")
         yield url
     finally:
         server.kill()
