@@ -6,6 +6,7 @@ piles up on) next to distinct, related questions and unrelated ones."""
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -18,17 +19,22 @@ from finemed_eval.ttt.selection import Selection
 
 ANSWER = "A thiazide diuretic, an ACE inhibitor, an ARB or a calcium-channel blocker."
 DUPLICATES = {"dup-1", "dup-2", "dup-3", "dup-4"}
-ROWS = [
-    {"id": "dup-1", "question": "What is the first-line drug treatment for high blood pressure in adults?", "response": ANSWER},
-    {"id": "dup-2", "question": "What is the first line drug treatment for high blood pressure in adults ?", "response": ANSWER},
-    {"id": "dup-3", "question": "What is the first-line drug treatment of high blood pressure in adults?", "response": ANSWER},
-    {"id": "dup-4", "question": "what is the first-line drug treatment for high blood pressure in adults", "response": ANSWER},
-    {"id": "lifestyle", "question": "Which lifestyle changes lower blood pressure in hypertensive patients?", "response": "Less salt, weight loss, exercise."},
-    {"id": "ace", "question": "What are the common side effects of ACE inhibitors such as lisinopril?", "response": "Dry cough, hyperkalaemia, angioedema."},
-    {"id": "target", "question": "What blood pressure target should be aimed for when treating hypertension?", "response": "Below 130/80 mmHg for most adults."},
-    {"id": "scurvy", "question": "What causes scurvy?", "response": "Vitamin C deficiency."},
-    {"id": "deltoid", "question": "Which nerve supplies the deltoid muscle?", "response": "The axillary nerve."},
-    {"id": "malaria", "question": "Which mosquito transmits malaria?", "response": "The female Anopheles mosquito."},
+PHRASINGS = [  # four near-duplicates of one question
+    "What is the first-line drug treatment for high blood pressure in adults?",
+    "What is the first line drug treatment for high blood pressure in adults ?",
+    "What is the first-line drug treatment of high blood pressure in adults?",
+    "what is the first-line drug treatment for high blood pressure in adults",
+]
+OTHERS = [  # (id, question, response): three related but distinct questions, three unrelated ones
+    ("lifestyle", "Which lifestyle changes lower blood pressure in hypertensive patients?", "Less salt, weight loss, exercise."),
+    ("ace", "What are the common side effects of ACE inhibitors such as lisinopril?", "Dry cough, hyperkalaemia, angioedema."),
+    ("target", "What blood pressure target should be aimed for when treating hypertension?", "Below 130/80 mmHg for most adults."),
+    ("scurvy", "What causes scurvy?", "Vitamin C deficiency."),
+    ("deltoid", "Which nerve supplies the deltoid muscle?", "The axillary nerve."),
+    ("malaria", "Which mosquito transmits malaria?", "The female Anopheles mosquito."),
+]
+ROWS = [{"id": f"dup-{n}", "question": q, "response": ANSWER} for n, q in enumerate(PHRASINGS, 1)] + [
+    {"id": i, "question": q, "response": r} for i, q, r in OTHERS
 ]
 QUERY = "How should a doctor treat hypertension in an adult patient?"
 
@@ -137,13 +143,16 @@ def test_neighbour_selection_options_are_validated() -> None:
         ({"neighbour_selection": "sift", "sift_lambda": 0}, r"sift_lambda=0 must be a number > 0"),
         ({"neighbour_selection": "sift", "sift_lambda": "big"}, r"sift_lambda='big' must be a number > 0"),
         ({"neighbour_selection": "sift", "top_k": 4, "sift_pool": 3}, r"sift_pool=3 must be an integer >= top_k \(4\)"),
-        ({"ttt": "full", "ttt_preset": "reference", "neighbour_selection": "sift"}, r"neighbour_selection='sift' needs ttt_preset=ours"),
+        (
+            {"ttt": "full", "ttt_preset": "reference", "neighbour_selection": "sift"},
+            r"neighbour_selection='sift' needs ttt_preset=ours",
+        ),
     ]:
         with pytest.raises(TTTError, match=message):
             options(**args)
 
 
-def test_retriever_rejects_bad_selections(corpus: Corpus, tmp_path: Path) -> None:
+def test_retriever_rejects_bad_selections(corpus: Corpus, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ValueError, match=r"unknown neighbour selection 'sfit'; choose one of nn, sift"):
         Retriever(corpus, cache_dir=tmp_path, selection="sfit")
     with pytest.raises(ValueError, match=r"selection='sift' needs recipe 'ours'"):
@@ -151,3 +160,7 @@ def test_retriever_rejects_bad_selections(corpus: Corpus, tmp_path: Path) -> Non
     for bad, message in [({"lam": 0.0}, "lambda must be a number > 0"), ({"pool": 0}, "pool must be an integer >= 1")]:
         with pytest.raises(ValueError, match=message):
             Selection("sift", **bad)
+    monkeypatch.setitem(sys.modules, "activeft", None)  # as if it were not installed: import raises ImportError
+    with pytest.raises(ValueError, match=r"'sift' needs the activeft package.*pip install activeft"):
+        Retriever(corpus, cache_dir=tmp_path, selection="sift")
+    Retriever(corpus, cache_dir=tmp_path)  # nn never needs it

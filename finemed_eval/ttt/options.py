@@ -108,7 +108,7 @@ class TTTOptions:
                     raise bad(name, "is a neighbour_selection=sift setting; add neighbour_selection=sift or drop it")
             return
         if self.ttt_preset == "reference":
-            raise bad("neighbour_selection", "needs ttt_preset=ours (the reference preset retrieves the nearest row, as released)")
+            raise bad("neighbour_selection", "needs ttt_preset=ours (the reference preset retrieves the nearest row as released)")
         lam = self.sift_lambda
         if lam is not None and (isinstance(lam, bool) or not isinstance(lam, (int, float)) or not 0 < lam < math.inf):
             raise bad("sift_lambda", "must be a number > 0 (SIFT's λ, the noise variance)")

@@ -216,6 +216,7 @@ class Retriever:
         selection: Selection | str = "nn",
     ) -> None:
         selection = Selection(selection) if isinstance(selection, str) else selection
+        selection.check_installed()
         if index not in INDEX_TYPES:
             raise ValueError(f"unknown index type {index!r}; choose one of {', '.join(INDEX_TYPES)}")
         if recipe not in RECIPES:
@@ -226,7 +227,9 @@ class Retriever:
             if index != "flat":
                 raise ValueError(f"recipe 'reference' searches an IndexFlatL2 as released; index={index!r} is not supported")
             if selection.kind != "nn":
-                raise ValueError(f"recipe 'reference' retrieves the nearest rows as released; selection={selection.kind!r} needs recipe 'ours'")
+                raise ValueError(
+                    f"recipe 'reference' retrieves the nearest rows as released; selection={selection.kind!r} needs recipe 'ours'"
+                )
         elif text_of is not None:
             raise ValueError("text_of is only used by recipe 'reference'; recipe 'ours' embeds the corpus questions")
         if not corpus.rows:

@@ -44,6 +44,17 @@ class Selection:
         if isinstance(self.pool, bool) or not isinstance(self.pool, int) or self.pool < 1:
             raise ValueError(f"SIFT pool must be an integer >= 1, got {self.pool!r}")
 
+    def check_installed(self) -> None:
+        """Fail before any model is loaded, not at the first document, when activeft is missing."""
+        if self.kind != "sift":
+            return
+        try:
+            import activeft  # noqa: F401
+        except ImportError as exc:
+            raise ValueError(
+                f"neighbour selection 'sift' needs the activeft package ({exc}); install it with: pip install activeft"
+            ) from exc
+
 
 @dataclass(frozen=True)
 class Pick:
