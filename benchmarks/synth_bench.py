@@ -5,6 +5,13 @@ against the same real HTTP replay server on 127.0.0.1 that answers instantly wit
 Measured stages: instruction generation -> scoring (two questions) -> Algorithm 1 -> answers, i.e.
 four requests per raw text, parsing, filtering, checkpointing and JSONL I/O. Prints records/s of both
 and the ratio. Usage: python benchmarks/synth_bench.py [--records 300] [--delay-ms 0]
+
+`--engines`: model time included. The instruction stage over the same raw texts with the embedded
+SmolLM2 on the `vllm` backend (a managed vLLM server) and on the `local` backend (a managed
+`transformers serve`, one request at a time as in the offline config), same prompts, same max_tokens,
+no structured output (not every server supports it): records/s from the moment the server is ready
+(and with its start-up), completion tokens/s, and the ratio. Usage:
+python benchmarks/synth_bench.py --engines [--records 24] [--max-tokens 128]
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -86,14 +94,69 @@ def sequential(url: str, texts: Path, folder: Path) -> float:
     return time.perf_counter() - started
 
 
+def _watch_ready(folder: Path, ready: list[float], stop: threading.Event) -> None:
+    """The moment the stage's server log says the server accepts requests (both servers run uvicorn)."""
+    while not stop.wait(0.2):
+        for log in folder.glob("stages/*/logs/server/*.log"):
+            if "Application startup complete" in log.read_text(encoding="utf-8", errors="replace"):
+                ready.append(time.perf_counter())
+                return
+
+
+def engine_run(backend: str, texts: Path, folder: Path, max_tokens: int) -> dict:
+    """One instruction stage on `backend`; seconds with and without the server's start-up."""
+    role = {"backend": backend, "model": "embedded", "max_tokens": max_tokens, "max_concurrent": 32, "model_max_context": 4096}
+    if backend == "local":
+        role["continuous_batching"] = False  # as configs/offline.yaml: batching stalls on this CPU (README)
+    config_path = folder / f"{backend}.yaml"
+    config_path.write_text(yaml.safe_dump({"output": str(folder / backend), "input": {"path": str(texts), "id_field": "id"},
+                                           "retry": {"attempts": 1}, "instruction": role}))
+    config = load_config(config_path)
+    from finemed_eval.synth.inputs import load_texts
+
+    records = load_texts(config)
+    ready: list[float] = []
+    stop = threading.Event()
+    watcher = threading.Thread(target=_watch_ready, args=(Path(config.output), ready, stop), daemon=True)
+    watcher.start()
+    started = time.perf_counter()
+    summary = _model_stage(config, Path(config.output), "instruction", lambda: records, progress=False)
+    ended = time.perf_counter()
+    stop.set()
+    return {"records": len(records), "ok": summary["ok"], "with_start": ended - started,
+            "serving": ended - (ready[0] if ready else started), "completion_tokens": summary["tokens"]["completion"]}
+
+
+def engines(n: int, max_tokens: int) -> None:
+    print(f"instruction stage, {n} raw texts, SmolLM2-135M, max_tokens {max_tokens}, no structured output", flush=True)
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        texts = make_texts(n, folder)
+        for backend, name in (("vllm", "vLLM (managed server)"), ("local", "transformers serve")):
+            r = results[backend] = engine_run(backend, texts, folder, max_tokens)
+            print(f"{name:24s} {r['records'] / r['serving']:6.3f} records/s serving ({r['serving']:.1f} s; "
+                  f"{r['with_start']:.1f} s with start-up), {r['completion_tokens'] / r['serving']:6.1f} completion tokens/s, "
+                  f"{r['ok']} ok", flush=True)
+    v, t = results["vllm"], results["local"]
+    print(f"ratio vLLM / transformers serve: {(v['records'] / v['serving']) / (t['records'] / t['serving']):.2f}x records/s serving, "
+          f"{t['with_start'] / v['with_start']:.2f}x with start-up")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--records", type=int, default=300)
+    parser.add_argument("--records", type=int, default=None, help="raw texts (default 300; 24 with --engines)")
     parser.add_argument("--delay-ms", type=float, default=0.0, help="replay latency per request (0 = overhead only)")
+    parser.add_argument("--engines", action="store_true", help="vLLM vs transformers serve, model time included")
+    parser.add_argument("--max-tokens", type=int, default=128, help="--engines: max_tokens per request")
     args = parser.parse_args()
     from loguru import logger
 
     logger.remove()
+    if args.engines:
+        engines(args.records or 24, args.max_tokens)
+        return
+    args.records = args.records or 300
     recorded = load_recorded(FIXTURES / "recorded_outputs.json")
     with tempfile.TemporaryDirectory() as tmp, ReplayServer(recorded, delay_s=args.delay_ms / 1000) as server:
         folder = Path(tmp)
