@@ -157,6 +157,25 @@ def test_log_records_neighbour_similarity_tokens_and_time(embedded_model, corpus
         assert record["format"] == "plain"  # the demo task answers on plain few-shot text
 
 
+def test_sift_selection_reaches_the_model_and_its_log(embedded_model, corpus):
+    """neighbour_selection=sift is not only validated: the model trains on SIFT's picks and logs them."""
+    from finemed_eval.ttt.retrieval import Retriever, load_corpus
+
+    lm = _lm(embedded_model, corpus, ttt="lora", lr=1e-3, top_k=2, neighbour_selection="sift", steps=1)
+    samples = _samples(lm, limit=2)
+    records = _adapted(lm)
+    assert sorted(r["doc_id"] for r in records) == [0, 1]
+    sift = Retriever(load_corpus(str(corpus)), encoder="minilm", selection="sift")
+    for record, sample in zip(sorted(records, key=lambda r: r["doc_id"]), samples):
+        assert record["neighbour_selection"] == "sift"
+        question = sample["doc"]["question"]
+        expected = sift.search([question], 2)[0]
+        assert [n["id"] for n in record["neighbours"]] == [n.id for n in expected]
+        assert [n["row"] for n in record["neighbours"]] == [n.row for n in expected]
+        variances = [n["variance"] for n in record["neighbours"]]
+        assert variances == sorted(variances, reverse=True) and variances[0] < 1.0
+
+
 def test_neighbour_cache_across_calls_gives_identical_results(embedded_model, small_corpus):
     cached_lm = _lm(embedded_model, small_corpus, ttt="lora", lr=1e-3, cache=True)
     first = _loglikelihoods(_samples(cached_lm, limit=4))

@@ -112,7 +112,7 @@ class FineMedTTT(HFLM):
 
         o = self.ttt_options
         if not o.reference:
-            return Retriever(corpus, encoder=o.retriever, index=o.retrieval_index)
+            return Retriever(corpus, encoder=o.retriever, index=o.retrieval_index, selection=o.selection)
         from finemed_eval.ttt.render import reference_text
 
         return Retriever(
@@ -307,7 +307,12 @@ class FineMedTTT(HFLM):
             "doc_id": doc.doc_id,
             "request_type": doc.requests[0][1].request_type,
             "format": doc.fmt.kind,
-            "neighbours": [{"id": n.id, "score": round(float(n.score), 6)} for n in neighbours],
+            "neighbour_selection": self.ttt_options.neighbour_selection,
+            "neighbours": [
+                {"id": n.id, "row": n.row, "score": round(float(n.score), 6),
+                 **({"variance": round(n.variance, 6)} if n.variance is not None else {})}
+                for n in neighbours
+            ],
             "score_kind": "l2_distance" if self.ttt_options.reference else "cosine",
             **{k: (round(v, 6) if isinstance(v, float) else v) for k, v in asdict(stats).items()},
             "shared_by": shared_by,  # documents answered with this one adaptation
