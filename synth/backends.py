@@ -304,13 +304,13 @@ class KeyFromEnvEndpointServer(EndpointServer):
         # serve` without a hub cache) fail it, are ready when /health answers
         import httpx
 
-        try:
-            async with httpx.AsyncClient(headers={"Authorization": f"Bearer {self._key}"}) as client:
-                for path in ("/v1/models", "/health"):
+        async with httpx.AsyncClient(headers={"Authorization": f"Bearer {self._key}"}) as client:
+            for path in ("/v1/models", "/health"):
+                try:
                     if (await client.get(f"{self.get_base_url()}{path}", timeout=5.0)).status_code == 200:
                         return True
-        except Exception:
-            return False
+                except Exception:
+                    continue  # e.g. a proxy that drops the connection on the upstream's 500
         return False
 
     async def _make_request(self, payload: dict) -> dict:
