@@ -11,6 +11,7 @@ from typing import Any
 from finemed_eval.leaderboard.aggregate import MeasuredCell, aggregate, load_paper, reported_entries
 from finemed_eval.leaderboard.cells import write_json_atomic
 from finemed_eval.leaderboard.config import RunConfig
+from finemed_eval.leaderboard.sweep import sweep_tables
 from finemed_eval.leaderboard.fingerprint import pin_sha, pinned_name, relative_or_name
 from finemed_eval.leaderboard.task_tree import expand_task_names
 
@@ -40,6 +41,8 @@ def build_board(
     (model, task, seed), for `publish`.
     """
     paper = load_paper()
+    sweeps = {m.name: m.sweep for m in config.models if m.sweep}
+    pairs = [{**p, "sweep": sweeps[p["treatment"]]} if p["treatment"] in sweeps else p for p in pairs or []]
     entries = aggregate(
         measured,
         benchmarks=paper["benchmarks"],
@@ -63,7 +66,8 @@ def build_board(
         "finemed_eval_version": versions["finemed_eval"],
         "config": resolved_config(config, pins, portable),
         "entries": entries,
-        "pairs": pairs or [],
+        "pairs": pairs,
+        **({"sweeps": sweep_tables(pairs)} if sweeps else {}),
         "runs": runs or [],
         "open_medical_llm": open_medical_llm(entries, pins, config),
     }
@@ -83,6 +87,7 @@ def resolved_config(config: RunConfig, pins: dict[str, dict[str, Any]], portable
                 "model_args": portable[m.name],
                 "protocol": m.protocol,
                 **({"baseline": m.baseline} if m.baseline is not None else {}),
+                **({"sweep": m.sweep} if m.sweep else {}),
             }
             for m in config.models
         ],

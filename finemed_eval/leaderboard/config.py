@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from finemed_eval.leaderboard.sweep import DEFAULT_MAX_POINTS, expand_sweeps
 from finemed_eval.zoo import ZooError, canonical_model
 
 DEFAULT_SEEDS = (0, 1, 2)  # the paper's protocol: three runs with random 3-shot exemplars, mean reported
@@ -24,6 +25,8 @@ DEFAULT_NUM_FEWSHOT = 3
 DEFAULT_LM = "finemed_ttt"
 
 Scalar = str | int | float | bool | None
+# lm-eval HFLM arguments a sweep may vary besides the TTT options (finemed_eval.ttt.options).
+HF_MODEL_ARGS = frozenset({"dtype", "revision", "max_length", "trust_remote_code", "attn_implementation", "peft", "delta"})
 
 
 class LeaderboardError(ValueError):
@@ -37,6 +40,7 @@ class ModelSpec:
     args: dict[str, Scalar] = field(default_factory=dict)  # extra model_args for the lm-eval model
     baseline: str | None = None  # display name of the model this one is compared with (paired statistics)
     protocol: str = "default"  # how it is prompted (finemed_eval.protocols); default: its zoo entry's
+    sweep: dict[str, Any] | None = None  # a grid point: {"name": the sweep entry's name, "point": {arg: value}}
 
     def model_args(self, pretrained: str) -> dict[str, Scalar]:
         """What the lm-eval model is created with: the resolved weights plus the config's args."""
@@ -56,6 +60,7 @@ class RunConfig:
     include_path: tuple[str, ...] = ()  # extra lm-eval task folders (absolute after parsing)
     device: str | None = None
     apply_chat_template: bool = False
+    max_points: int = DEFAULT_MAX_POINTS  # the most grid points all sweeps may expand to
     source: str = "<config>"  # the file it came from, for error messages
 
 
@@ -84,10 +89,12 @@ def parse_config(data: Any, *, source: str = "<config>", base_dir: Path | None =
     if isinstance(data.get("models"), list):  # shorthand: a model entry may be just its name
         data["models"] = [{"model": m} if isinstance(m, str) else m for m in data["models"]]
     errors = schema_errors(data)
+    if not errors and any("sweep" in m for m in data["models"]):
+        data["models"], errors = _expand_sweeps(data)
     models = [] if errors else [
         ModelSpec(
             name=m.get("name", m["model"]), model=m["model"], args=dict(m.get("args") or {}), baseline=m.get("baseline"),
-            protocol=m.get("protocol") or _zoo_protocol(m["model"]),
+            protocol=m.get("protocol") or _zoo_protocol(m["model"]), sweep=m.get("sweep"),
         )
         for m in data["models"]
     ]
@@ -113,7 +120,28 @@ def parse_config(data: Any, *, source: str = "<config>", base_dir: Path | None =
         include_path=tuple(str((base / p).resolve()) for p in data.get("include_path", [])),  # relative to the file
         device=data.get("device"),
         apply_chat_template=data.get("apply_chat_template", False),
+        max_points=data.get("max_points", DEFAULT_MAX_POINTS),
         source=source,
+    )
+
+
+def _expand_sweeps(data: dict[str, Any]) -> tuple[list[dict[str, Any]], list[str]]:
+    """Expand `sweep:` entries (finemed_eval.leaderboard.sweep), checking every point as finemed_ttt would."""
+    from finemed_eval.leaderboard.pairs import ttt_only_keys
+    from finemed_eval.ttt.options import TTTError, TTTOptions
+
+    ttt_names = frozenset(TTTOptions.argument_names())
+
+    def check_point(args: dict[str, Any]) -> str | None:
+        try:
+            TTTOptions.from_model_args({k: v for k, v in args.items() if k in ttt_names}, embedded=True)
+        except (TTTError, TypeError) as e:
+            return str(e).removeprefix("finemed_ttt: ")
+        return None
+
+    return expand_sweeps(
+        data["models"], max_points=data.get("max_points", DEFAULT_MAX_POINTS),
+        known_args=ttt_names | HF_MODEL_ARGS, ttt_only=ttt_only_keys(), check_point=check_point,
     )
 
 
@@ -205,6 +233,30 @@ def check_names(config: RunConfig, known_tasks: Collection[str]) -> dict[str, st
     if errors:
         raise LeaderboardError(_format(config.source, errors))
     return canonical
+
+
+def check_seeded_exemplars(config: RunConfig, task_manager: Any) -> None:
+    """Several seeds of a few-shot task whose exemplars ignore the seed (lm-eval's first_n sampler:
+    built-in mmlu, mmlu_pro, ceval) would be one run repeated: refuse them, naming the finemed twin."""
+    from finemed_eval.first_n import draws_first_n, seed_warning
+    from finemed_eval.leaderboard.task_tree import expand_task_names
+
+    if len(config.seeds) < 2 or config.num_fewshot == 0:
+        return
+    errors = []
+    for i, task in enumerate(config.tasks):
+        fixed = sorted(
+            t for t in expand_task_names(task_manager, [task])
+            if (entry := task_manager.task_index.get(t)) is not None and draws_first_n(entry.cfg)
+        )
+        if fixed:
+            shown = ", ".join(seed_warning(t) for t in fixed[:3]) + (f" (and {len(fixed) - 3} more)" if len(fixed) > 3 else "")
+            errors.append(
+                f"field 'tasks[{i}]': {task!r} with seeds {list(config.seeds)} would give {len(config.seeds)} identical runs: {shown}; "
+                "use the finemed task, or one seed"
+            )
+    if errors:
+        raise LeaderboardError(_format(config.source, errors))
 
 
 def check_output_dir(out_dir: Path) -> None:

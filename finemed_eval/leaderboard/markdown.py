@@ -5,7 +5,7 @@ from __future__ import annotations
 import html
 import re
 
-from finemed_eval.leaderboard.view import MISSING, Row, View, average_text, cell_text, stats_text
+from finemed_eval.leaderboard.view import MISSING, Row, View, average_text, cell_text, point_text, stats_text
 
 # Markdown syntax a display name must not trigger: '|' splits a table cell and a backslash before it
 # would unescape it; '$' is math on GitHub; the rest are code, emphasis, links and strikethrough
@@ -43,6 +43,17 @@ def markdown_table(view: View) -> str:
                     f"{100 * s['ci_low']:+.2f} to {100 * s['ci_high']:+.2f} | {s['wrong_to_right']} | {s['right_to_wrong']} | "
                     f"{s['mcnemar_p']:.3g} | {ll} |"
                 )
+    for t in view.sweeps:
+        lines += ["", f"### Sweep: {_md(t.benchmark)} vs {_md(t.baseline)} (McNemar p Holm-adjusted across the {len(t.points)} points)", "",
+                  "| Grid point | Δ accuracy (pp) | 95% CI | wrong→right | right→wrong | McNemar p | Holm p | Δ gold log-lik. |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|"]
+        for p in t.points:
+            ll = MISSING if p["gold_ll_change"] is None else f"{p['gold_ll_change']:+.4f}"
+            lines.append(
+                f"| {_md(p['sweep'] + ': ' + point_text(p['point']))} | {100 * p['acc_diff']:+.2f} | "
+                f"{100 * p['ci_low']:+.2f} to {100 * p['ci_high']:+.2f} | {p['wrong_to_right']} | {p['right_to_wrong']} | "
+                f"{p['mcnemar_p']:.3g} | {p['mcnemar_p_holm']:.3g} | {ll} |"
+            )
     for t in view.details:
         d = t.details
         lines += ["", f"### Details: {_md(d.column.label)}", "", _header([d.label(c) for c in d.columns])]

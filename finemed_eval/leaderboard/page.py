@@ -6,10 +6,11 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-from finemed_eval.leaderboard.view import Row, View, average_text, cell_text, pct, stats_text
+from finemed_eval.leaderboard.view import Row, View, average_text, cell_text, pct, point_text, stats_text
 
 ACCURACY_PLOT = "accuracy_by_benchmark"
 GOLD_LL_PLOT = "gold_ll_change"
+SWEEP_PLOT = "sweep"
 
 
 @cache
@@ -25,7 +26,7 @@ def _environment() -> Any:
     )
     env.globals.update(
         cell_text=cell_text, average_text=average_text, pct=pct, stats_text=stats_text, value=_value,
-        seeds_tip=_seeds_tip, avg_tip=_avg_tip,
+        seeds_tip=_seeds_tip, avg_tip=_avg_tip, point_text=point_text,
     )
     return env
 
@@ -43,6 +44,7 @@ def html_page(view: View, plots: dict[str, str]) -> str:
         js=_static("leaderboard.js"),
         ACCURACY_PLOT=ACCURACY_PLOT,
         GOLD_LL_PLOT=GOLD_LL_PLOT,
+        SWEEP_PLOT=SWEEP_PLOT,
     )
 
 

@@ -92,3 +92,44 @@ def plot_gold_ll_change(view: View) -> bytes | None:
     ax.set_xlabel("change of the gold answer's log-likelihood (treatment − baseline), per document and seed")
     ax.set_title("Per-document effect on the gold answer (right of 0: more likely with the treatment)", fontsize=10)
     return _png(fig)
+
+
+def plot_sweep(view: View) -> bytes | None:
+    """Per sweep table (baseline x benchmark): Δ accuracy with its 95 % paired-bootstrap CI, and the mean
+    Δ gold log-likelihood, for every grid point; one line per series (mode, steps, ...), x = lr."""
+    if not view.sweeps:
+        return None
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from finemed_eval.leaderboard.view import SWEEP_X
+
+    fig = Figure(figsize=(10.5, 3.4 * len(view.sweeps) + 0.8), dpi=110)
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(len(view.sweeps), 2, squeeze=False)
+    for (acc_ax, ll_ax), table in zip(axes, view.sweeps, strict=True):
+        series = table.series()
+        log_x = all(SWEEP_X in p["point"] and float(p["point"][SWEEP_X]) > 0 for p in table.points)
+        spread = 0.02 * (len(series) - 1)
+        for i, (label, points) in enumerate(series.items()):
+            shift = (i * 0.04 - spread) if len(series) > 1 else 0.0  # side by side, so error bars do not overlap
+            xs = [float(p["point"][SWEEP_X]) * 10 ** shift if log_x else j + shift / 2 for j, p in enumerate(points)]
+            acc = np.array([100 * p["acc_diff"] for p in points])
+            err = np.array([[100 * (p["acc_diff"] - p["ci_low"]) for p in points], [100 * (p["ci_high"] - p["acc_diff"]) for p in points]])
+            acc_ax.errorbar(xs, acc, yerr=err, marker="o", markersize=4, capsize=3, linewidth=1, color=f"C{i % 10}", label=_name(label))
+            lls = [p["gold_ll_change"] for p in points]
+            if all(v is not None for v in lls):
+                ll_ax.plot(xs, lls, marker="o", markersize=4, linewidth=1, color=f"C{i % 10}")
+        for ax, ylabel in ((acc_ax, "Δ accuracy (pp), 95 % CI"), (ll_ax, "mean Δ gold log-likelihood")):
+            ax.spines[["top", "right"]].set_visible(False)
+            ax.grid(alpha=0.3)
+            ax.axhline(0, color="#555", linewidth=0.8, linestyle="--")
+            ax.set_ylabel(ylabel, fontsize=8)
+            if log_x:
+                ax.set_xscale("log")
+                ax.set_xlabel(SWEEP_X, fontsize=8)
+            ax.tick_params(labelsize=7)
+        acc_ax.set_title(_name(f"{table.benchmark}: grid points vs {table.baseline}"), fontsize=9, loc="left")
+        acc_ax.legend(frameon=False, fontsize=7)
+    fig.tight_layout()
+    return _png(fig)

@@ -13,11 +13,11 @@ from pathlib import Path
 
 from finemed_eval.leaderboard.cells import write_atomic
 from finemed_eval.leaderboard.markdown import markdown_table
-from finemed_eval.leaderboard.page import ACCURACY_PLOT, GOLD_LL_PLOT, html_page
-from finemed_eval.leaderboard.plots import plot_accuracy, plot_gold_ll_change
+from finemed_eval.leaderboard.page import ACCURACY_PLOT, GOLD_LL_PLOT, SWEEP_PLOT, html_page
+from finemed_eval.leaderboard.plots import plot_accuracy, plot_gold_ll_change, plot_sweep
 from finemed_eval.leaderboard.view import build_view
 
-PLOTS = {ACCURACY_PLOT: plot_accuracy, GOLD_LL_PLOT: plot_gold_ll_change}
+PLOTS = {ACCURACY_PLOT: plot_accuracy, GOLD_LL_PLOT: plot_gold_ll_change, SWEEP_PLOT: plot_sweep}
 RETIRED_PLOTS = ("ttt_gain",)  # charts earlier versions drew; a stale one would contradict the page
 
 

@@ -42,7 +42,14 @@ from finemed_eval.leaderboard.cells import (
     write_json_atomic,
 )
 from finemed_eval.leaderboard.compare import compare_pairs
-from finemed_eval.leaderboard.config import LeaderboardError, ModelSpec, RunConfig, check_names, check_output_dir
+from finemed_eval.leaderboard.config import (
+    LeaderboardError,
+    ModelSpec,
+    RunConfig,
+    check_names,
+    check_output_dir,
+    check_seeded_exemplars,
+)
 from finemed_eval.leaderboard.evaluate import (
     evaluate_seeds,
     import_plugin,
@@ -112,6 +119,7 @@ def run(
         import_plugin()
         tm = task_manager if task_manager is not None else make_task_manager(config)
         canonical = check_names(config, tm.all_tasks)
+        check_seeded_exemplars(config, tm)
         pairs = find_pairs(config, canonical, ttt_only_keys())
         model_class = lm_class(config) if compute else None  # before any slow step: a bad lm_eval_model fails fast
         versions = {"lm_eval": lm_eval_version(), "finemed_eval": finemed_eval_version()}

@@ -6,6 +6,7 @@
   mcnemar_p        exact McNemar test: two-sided binomial test of the discordant pairs at 1/2
   gold_ll_change   mean over documents of treatment - baseline log-likelihood of the gold answer
                    (multiple-choice tasks; None for generative ones)
+  holm             Holm's step-down adjustment of several p-values tested at once (a sweep's grid)
 """
 
 from __future__ import annotations
@@ -97,3 +98,20 @@ def gold_ll_change(baseline_ll: Sequence[float] | None, treatment_ll: Sequence[f
     if baseline_ll is None or treatment_ll is None:
         return None
     return float(np.mean(np.asarray(treatment_ll, dtype=float) - np.asarray(baseline_ll, dtype=float)))
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm-Bonferroni adjusted p-values, in the input order (family-wise error control, any dependence).
+
+    The i-th smallest p is multiplied by (m - i), running maxima keep the order, capped at 1. Written
+    here rather than adding statsmodels (`multipletests(method="holm")` gives the same numbers) for
+    these few lines.
+    """
+    m = len(p_values)
+    order = sorted(range(m), key=lambda i: p_values[i])
+    adjusted = [0.0] * m
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * float(p_values[i])))
+        adjusted[i] = running
+    return adjusted

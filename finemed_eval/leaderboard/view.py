@@ -253,6 +253,49 @@ def comparisons(board: dict) -> list[Comparison]:
     ]
 
 
+# --------------------------------------------------------------------------- sweeps
+
+SWEEP_X = "lr"  # the sweep figure's x axis when the grid varies it; other swept arguments name the series
+
+
+@dataclass(frozen=True)
+class SweepTable:
+    """Every grid point compared with one baseline on one benchmark, sorted by Δ accuracy (board `sweeps`)."""
+
+    baseline: str
+    benchmark: str
+    task: str
+    points: list[dict[str, Any]]
+
+    def series(self) -> dict[str, list[dict[str, Any]]]:
+        """Series label -> its points by x: one series per sweep and per value of the non-x swept arguments."""
+        several = len({p["sweep"] for p in self.points}) > 1
+        out: dict[str, list[dict[str, Any]]] = {}
+        for p in self.points:
+            rest = " ".join(f"{k}={sweep_value(v)}" for k, v in p["point"].items() if k != SWEEP_X)
+            label = " · ".join(x for x in ((p["sweep"] if several else ""), rest) if x) or p["sweep"]
+            out.setdefault(label, []).append(p)
+        for members in out.values():
+            members.sort(key=lambda p: (float(p["point"].get(SWEEP_X, 0)), p["treatment"]))
+        return out
+
+
+def sweep_value(v: Any) -> str:
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def point_text(point: dict[str, Any]) -> str:
+    return " ".join(f"{k}={sweep_value(v)}" for k, v in point.items())
+
+
+def sweep_tables(board: dict) -> list[SweepTable]:
+    return [
+        SweepTable(s["baseline"], t["benchmark"], t["task"], t["points"])
+        for s in board.get("sweeps", [])
+        for t in s["tasks"]
+    ]
+
+
 # --------------------------------------------------------------------------- the view
 
 
@@ -274,6 +317,7 @@ class View:
     coverage: dict[str, int]
     details: list[DetailTable]
     comparisons: list[Comparison]
+    sweeps: list[SweepTable]
     reported: list[dict]
     footnotes: list[str]
     meta: str = field(default="")
@@ -289,6 +333,7 @@ def build_view(board: dict) -> View:
         coverage=coverage(rs),
         details=[DetailTable(d, detail_rows(board, d)) for d in shape.details],
         comparisons=comparisons(board),
+        sweeps=sweep_tables(board),
         reported=[e for e in board.get("entries", []) if e["status"] == "reported"],
         footnotes=run_details(board, shape),
         meta=f"generated {board.get('generated_at', '?')} · git {board.get('git_revision', '?')} · lm-eval {board.get('lm_eval_version', '?')}",

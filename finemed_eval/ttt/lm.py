@@ -39,6 +39,18 @@ _HFLM_PARAMS = frozenset(inspect.signature(HFLM.__init__).parameters) - {"self",
 _FROM_PRETRAINED_KWARGS = {"attn_implementation", "low_cpu_mem_usage", "use_safetensors", "local_files_only"}
 
 
+def _evaluated_tasks() -> dict[str, object]:
+    """The task objects of the lm-eval `evaluate` call that is asking us: lm-eval hands a model
+    requests, never tasks, and a task's few-shot sampler is only on the task. {} when not found."""
+    frame = inspect.currentframe()
+    while frame is not None:
+        tasks = frame.f_locals.get("eval_tasks") if frame.f_code.co_name == "evaluate" else None
+        if isinstance(tasks, dict):
+            return {name: getattr(t, "task", t) for name, t in tasks.items()}
+        frame = frame.f_back
+    return {}
+
+
 @dataclass(frozen=True)
 class Document:
     task: str
@@ -81,6 +93,7 @@ class FineMedTTT(HFLM):
         self.log = TTTLog(_per_process(options.ttt_log, self.rank, self.world_size))
         self._chat_rendered: dict[str, str | None] = {}  # chat-rendered context -> its system message
         self.adaptations = 0  # adaptations run so far (tests count it)
+        self._seed_checked: set[str | None] = set()  # tasks checked for seed-independent exemplars
 
     # ---- set-up --------------------------------------------------------------------------------
     def _check_engine(self, resolved, max_loras: int | None):
@@ -136,9 +149,11 @@ class FineMedTTT(HFLM):
         return rendered
 
     def loglikelihood(self, requests: list[Instance], disable_tqdm: bool = False):
+        self._warn_seed_independent(requests)
         return self._answer(requests, lambda batch: HFLM.loglikelihood(self, batch, disable_tqdm=True), disable_tqdm)
 
     def loglikelihood_rolling(self, requests: list[Instance], disable_tqdm: bool = False):
+        self._warn_seed_independent(requests)
         return self._answer(requests, lambda batch: HFLM.loglikelihood_rolling(self, batch, disable_tqdm=True), disable_tqdm)
 
     def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, override_bs=None):
@@ -180,6 +195,7 @@ class FineMedTTT(HFLM):
         return keep if keep < inps.shape[1] else None
 
     def generate_until(self, requests: list[Instance], disable_tqdm: bool = False):
+        self._warn_seed_independent(requests)
         if self._vllm is None:
             texts = self._answer(requests, lambda batch: HFLM.generate_until(self, batch, disable_tqdm=True), disable_tqdm)
         else:
@@ -225,6 +241,22 @@ class FineMedTTT(HFLM):
             server.trim(keep=0)  # nothing half-served stays on disk
             raise
         return results
+
+    def _warn_seed_independent(self, requests: list[Instance]) -> None:
+        """Once per task: a few-shot task whose exemplars are the first rows (lm-eval's mmlu, mmlu_pro,
+        ceval) gives the same prompts under every seed, so the paper's three seeds are one run three times."""
+        from finemed_eval.first_n import draws_first_n, seed_warning
+
+        names = {r.task_name for r in requests} - self._seed_checked
+        if not names:
+            return
+        self._seed_checked |= names
+        tasks = _evaluated_tasks()
+        for name in sorted(n for n in names if n is not None):
+            task = tasks.get(name)
+            config = getattr(task, "config", None)
+            if config is not None and (config.num_fewshot or 0) > 0 and draws_first_n({"fewshot_config": config.fewshot_config}):
+                warnings.warn(seed_warning(name), stacklevel=3)
 
     # ---- the one loop: retrieve, group by adaptation key, adapt once, answer, restore ----------
     def _answer(self, requests: list[Instance], answer: Callable[[list[Instance]], list], disable_tqdm: bool) -> list:

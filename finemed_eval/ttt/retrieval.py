@@ -71,6 +71,8 @@ QUERY_PREFIXES: dict[str, str] = {}  # symmetric question -> question matching: 
 TIE_EPS = 1e-6  # scores this close (relative to their size) count as equal, so float noise cannot reorder ties
 PROGRESS_THRESHOLD = 1000
 REFERENCE_BATCH = 16
+SEARCH_MEMO_SIZE = 200_000  # remembered searches (neighbours are small frozen records)
+_SEARCHES: dict[tuple, list[Neighbour]] = {}
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".onnx", ".h5", ".msgpack", ".gguf")
 
 RECIPE_SPECS: dict[str, dict[str, Any]] = {
@@ -338,11 +340,21 @@ class Retriever:
             raise ValueError(f"k must be an integer between 1 and the corpus size {size}, got {k!r}")
         if not queries:
             return []
-        vectors = self._encode([self.query_prefix + query for query in queries])
-        if self.selection.kind == "sift":
-            return self._sift(vectors, int(k))
-        scores, rows = self._search_with_ties(vectors, int(k))
-        return [self._top(score_row, id_row, int(k)) for score_row, id_row in zip(scores, rows)]
+        # Searches are remembered for the process by index content, selection and k: a sweep's grid
+        # points (one Retriever each) encode and search every test question once, not once per point.
+        keys = [(self.cache_key, self.query_prefix, self.selection, int(k), query) for query in queries]
+        todo = list(dict.fromkeys(q for q, key in zip(queries, keys) if key not in _SEARCHES))
+        if todo:
+            vectors = self._encode([self.query_prefix + query for query in todo])
+            if self.selection.kind == "sift":
+                found = self._sift(vectors, int(k))
+            else:
+                scores, rows = self._search_with_ties(vectors, int(k))
+                found = [self._top(score_row, id_row, int(k)) for score_row, id_row in zip(scores, rows)]
+            if len(_SEARCHES) + len(todo) > SEARCH_MEMO_SIZE:
+                _SEARCHES.clear()
+            _SEARCHES.update({(self.cache_key, self.query_prefix, self.selection, int(k), q): f for q, f in zip(todo, found)})
+        return [list(_SEARCHES[key]) for key in keys]
 
     def _sift(self, vectors: np.ndarray, k: int) -> list[list[Neighbour]]:
         """SIFT over a faiss candidate pool: the rows of largest |cosine| (as activeft's Retriever
