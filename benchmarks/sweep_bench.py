@@ -1,0 +1,98 @@
+"""A sweep grid in one leaderboard run vs one run per grid point; SIFT selection vs nn per query.
+
+(1) The same G grid points (each paired with TTT off) as ONE config with `sweep:` and as G separate
+configs, each in its own output folder, run one after the other in this process. Target: the grid
+costs at most G TTT passes plus one baseline pass (no repeated baseline, index or retrieval), so the
+ratio grid / separate approaches (G + 1) / (2G). Printed with the pass times the grid's cells record.
+
+(2) Neighbour selection per query, nn vs sift, on the demo corpus (fresh searches: the process
+memo is cleared), against the whole TTT step (adapt and answer, from the grid's TTT log). Target:
+(step + sift - nn) / step <= 1.2.
+
+    python benchmarks/sweep_bench.py --limit 4 --lrs 1e-4,1e-3 [--ttt lora] [--seeds 0,1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from finemed_eval.leaderboard.config import parse_config
+from finemed_eval.leaderboard.run import run
+
+MODEL = "smollm2-135m-instruct"
+TASK = "finemed_demo"
+
+
+def entry(name: str, args: dict, **extra) -> dict:
+    return {"name": name, "model": MODEL, "args": args, **extra}
+
+
+def timed(config: dict, out: Path, source: Path) -> tuple[float, list]:
+    started = time.perf_counter()
+    summary = run(parse_config(config, source=str(source)), out, progress=False, render_outputs=True)
+    return time.perf_counter() - started, summary.passes
+
+
+def pass_times(out: Path) -> dict[str, float]:
+    times = {}
+    for cell in (out / "cells").glob("*.json"):
+        body = json.loads(cell.read_text())
+        times[body["model"]] = body["pass"]["duration_s"]
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--limit", type=int, default=4)
+    parser.add_argument("--lrs", default="1e-4,1e-3")
+    parser.add_argument("--ttt", default="lora", choices=("full", "lora"))
+    parser.add_argument("--seeds", default="0,1")
+    parser.add_argument("--queries", type=int, default=44)
+    args = parser.parse_args()
+    lrs = [float(x) for x in args.lrs.split(",")]
+    common = {"tasks": [TASK], "seeds": [int(s) for s in args.seeds.split(",")], "num_fewshot": 3, "limit": args.limit, "batch_size": 8}
+    ttt_args = {"corpus": "demo", "retriever": "minilm"}
+    root = Path(tempfile.mkdtemp(prefix="sweep-bench-"))
+    log = root / "ttt.jsonl"
+    grid = {**common, "models": [entry("S", {**ttt_args, "ttt_log": str(log)}, sweep={"ttt": [args.ttt], "lr": lrs})]}
+    grid_s, _ = timed(grid, root / "grid", root / "grid.yaml")
+    separate_s = 0.0
+    for i, lr in enumerate(lrs):
+        one = {**common, "models": [entry("off", {"ttt": "off"}), entry("on", {**ttt_args, "ttt": args.ttt, "lr": lr}, baseline="off")]}
+        seconds, _ = timed(one, root / f"point{i}", root / f"point{i}.yaml")
+        separate_s += seconds
+    passes = pass_times(root / "grid")
+    off = passes.pop("S ttt=off")
+    g = len(lrs)
+    print(f"grid of {g} points ({args.ttt}, lr {args.lrs}, {TASK} limit {args.limit}, seeds {args.seeds}, 3-shot)")
+    print(f"  one run with sweep: {grid_s:.1f} s   {g} separate runs: {separate_s:.1f} s   ratio {grid_s / separate_s:.2f} "
+          f"(ideal (G+1)/2G = {(g + 1) / (2 * g):.2f})")
+    print(f"  the grid's passes: baseline {off:.1f} s once, points " + ", ".join(f"{v:.1f} s" for v in passes.values())
+          + f"; overhead beyond them {grid_s - off - sum(passes.values()):.1f} s")
+
+    from finemed_eval.ttt import retrieval
+    from finemed_eval.ttt.retrieval import Retriever, load_corpus
+
+    corpus = load_corpus("demo")
+    queries = [json.loads(line)["question"] for line in (Path(retrieval.__file__).parents[1] / "demo" / "demo_test.jsonl").read_text().splitlines()][: args.queries]
+    per_query = {}
+    for kind in ("nn", "sift"):
+        retriever = Retriever(corpus, encoder="minilm", selection=kind)
+        retriever.search(queries[:1])  # load the encoder outside the timing
+        retrieval._SEARCHES.clear()
+        started = time.perf_counter()
+        retriever.search(queries, k=1)
+        per_query[kind] = (time.perf_counter() - started) * 1000 / len(queries)
+    steps = [json.loads(line)["adapt_and_answer_ms"] for line in log.read_text().splitlines()] if log.exists() else []
+    step = statistics.median(steps) if steps else float("nan")
+    print(f"selection per query: nn {per_query['nn']:.2f} ms, sift {per_query['sift']:.2f} ms; TTT step (median adapt and answer) {step:.0f} ms; "
+          f"(step + sift - nn) / step = {(step + per_query['sift'] - per_query['nn']) / step:.3f} (target <= 1.2)")
+
+
+if __name__ == "__main__":
+    main()
