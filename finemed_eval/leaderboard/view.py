@@ -272,7 +272,7 @@ class SweepTable:
         several = len({p["sweep"] for p in self.points}) > 1
         out: dict[str, list[dict[str, Any]]] = {}
         for p in self.points:
-            rest = " ".join(f"{k}={sweep_value(v)}" for k, v in p["point"].items() if k != SWEEP_X)
+            rest = point_text({k: v for k, v in p["point"].items() if k != SWEEP_X})
             label = " · ".join(x for x in ((p["sweep"] if several else ""), rest) if x) or p["sweep"]
             out.setdefault(label, []).append(p)
         for members in out.values():
@@ -280,12 +280,11 @@ class SweepTable:
         return out
 
 
-def sweep_value(v: Any) -> str:
-    return f"{v:g}" if isinstance(v, float) else str(v)
-
-
 def point_text(point: dict[str, Any]) -> str:
-    return " ".join(f"{k}={sweep_value(v)}" for k, v in point.items())
+    """A grid point as its entry name writes it (sweep.point_name, without the entry's name)."""
+    from finemed_eval.leaderboard.sweep import point_name
+
+    return point_name("", point).strip()
 
 
 def sweep_tables(board: dict) -> list[SweepTable]:
