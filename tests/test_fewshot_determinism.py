@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from finemed_eval.training.launch import free_port
+
 TASK = "finemed_demo"
 SEEDS = (7, 1234)  # the paper's protocol: random 3-shot exemplars under several seeds
 SHOTS = 3
@@ -115,7 +117,9 @@ def test_two_gloo_processes_give_one_process_prompts_and_loglikelihoods(embedded
     runs: dict[int, subprocess.Popen] = {}
     try:
         for seed in SEEDS:  # both launches at once: each process runs on one thread
-            command = [*launcher, "-m", "lm_eval", "run", "--model", "finemed_ttt", "--model_args", model_args,
+            # one rendezvous port per launch: the seeds start together and would all take 29500
+            port = ["--main_process_port", str(free_port())]
+            command = [*launcher, *port, "-m", "lm_eval", "run", "--model", "finemed_ttt", "--model_args", model_args,
                        "--tasks", TASK, "--num_fewshot", str(SHOTS), "--seed", f"0,1234,1234,{seed}", "--limit",
                        str(limit), "--log_samples", "--batch_size", "4", "--device", "cpu",
                        "--output_path", str(tmp_path / str(seed))]

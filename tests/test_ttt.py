@@ -17,6 +17,8 @@ import pytest
 from lm_eval.api.instance import Instance
 from lm_eval.api.registry import get_model
 
+from finemed_eval.training.launch import free_port
+
 TASK = "finemed_demo"
 
 
@@ -343,7 +345,8 @@ def test_data_parallel_over_two_cpu_processes_gives_one_process_results(embedded
     # `--cpu --num_processes 2` silently starts ONE process; --multi_gpu starts two, and
     # ACCELERATE_USE_CPU makes them a gloo group on the CPU.
     launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+                "--main_process_port", str(free_port())]  # 29500 may be held by another run
     common[common.index("--model_args") + 1] = args + f",ttt_log={tmp_path / 'ttt.jsonl'}"
     done = subprocess.run([*launcher, *common, "--output_path", str(tmp_path / "dp")],
                           env=env, capture_output=True, text=True, timeout=600)
