@@ -16,7 +16,9 @@ from setuptools import build_meta as _setuptools
 from setuptools.build_meta import *  # noqa: F401,F403  (re-export the full PEP 517/660 interface)
 
 PTH_NAME = "finemed_eval_lm_eval_plugin.pth"
-PTH_TEXT = b"import finemed_eval._autoload\n"
+# Guarded: an install whose source folder was deleted (a stale editable install) must not print a
+# traceback at every interpreter start-up; without the package the line does nothing.
+PTH_TEXT = b'import importlib.util; importlib.util.find_spec("finemed_eval") and __import__("finemed_eval._autoload")\n'
 
 
 def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):

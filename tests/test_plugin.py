@@ -79,6 +79,15 @@ def test_wheel_carries_the_pth_hook_and_task_files(wheel):
     assert "finemed_eval_lm_eval_plugin.pth,sha256=" in zipfile.ZipFile(wheel).read(record).decode()
 
 
+def test_the_hook_of_a_deleted_install_stays_silent(wheel, tmp_path):
+    """A stale install (its source folder gone, e.g. an editable install of a deleted clone) keeps the
+    .pth: interpreter start-up must not print a traceback for it, it just does nothing."""
+    (tmp_path / "finemed_eval_lm_eval_plugin.pth").write_bytes(zipfile.ZipFile(wheel).read("finemed_eval_lm_eval_plugin.pth"))
+    code = f"import site, sys; site.addsitedir({str(tmp_path)!r}); print('finemed_eval' in sys.modules)"
+    done = _run(sys.executable, "-I", "-S", "-c", code)  # -S: no site-packages, so no finemed_eval
+    assert (done.returncode, done.stdout.strip(), done.stderr) == (0, "False", "")
+
+
 def _venv_over_this_environment(venv: Path) -> Path:
     """A fresh venv that sees this environment's packages (lm-eval, torch, ...) but installs its own.
 
