@@ -42,6 +42,9 @@ class OutputFormat:
     json_schema: dict | None = None
     regex: str | None = None
     choice: tuple[str, ...] | None = None
+    # a next-token question: the last message is a pre-filled assistant turn that the model continues by
+    # one token, and the answer is that position's `top_logprobs` alternatives (judge.method: logprobs)
+    top_logprobs: int | None = None
 
 
 @dataclass
@@ -74,6 +77,13 @@ def payload(
         "top_p": role.top_p,
         "seed": seed,
     }
+    if output_format is not None and output_format.top_logprobs:
+        # vLLM's chat API: continue the pre-filled assistant message, one token, with its alternatives
+        # (raw log-probabilities: temperature does not change them)
+        return body | {
+            "max_tokens": 1, "logprobs": True, "top_logprobs": output_format.top_logprobs,
+            "continue_final_message": True, "add_generation_prompt": False,
+        }
     if role.backend == "local" and temperature > 0:
         body["generation_config"] = json.dumps({"do_sample": True})  # else `transformers serve` stays greedy
     if role.structured_output and output_format is not None:

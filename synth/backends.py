@@ -346,6 +346,14 @@ class WalRequestCache(RequestCache):
             await self._conn.execute("PRAGMA synchronous=NORMAL")
 
 
+def logprob_text(response: dict) -> str:
+    """A next-token request's answer as the text datatrove caches: the `top_logprobs` of the one generated
+    position as JSON ({"top_logprobs": null} when the server sent none)."""
+    choice = (response.get("choices") or [{}])[0]
+    content = (choice.get("logprobs") or {}).get("content") or []
+    return json.dumps({"top_logprobs": content[0].get("top_logprobs") if content else None})
+
+
 class SynthInferenceRunner(InferenceRunner):
     """datatrove's InferenceRunner with our servers per backend, the request cache in WAL mode, and
     `request_timeout` counted from the moment a request holds its concurrency slot (datatrove's runner
@@ -359,6 +367,22 @@ class SynthInferenceRunner(InferenceRunner):
         self.request_cache = WalRequestCache(checkpoints_local_dir)
         self.checkpoint_manager.request_cache = self.request_cache
 
+    async def _logprob_request(self, server: InferenceServer, payload: dict) -> InferenceResult:
+        """datatrove's result keeps only the answer's text; for a next-token request (judge.method:
+        logprobs) the text is the position's log-probabilities (`logprob_text`), so the request cache and
+        resume work unchanged. Errors surface as in datatrove's own path (ask.py retries them)."""
+        payload["model"] = self.config.model_name_or_path
+        try:
+            response = await server.make_request(payload)
+        except (ServerError, InferenceError, ConnectionError, OSError, asyncio.TimeoutError, asyncio.CancelledError):
+            raise
+        except Exception as error:
+            raise InferenceError(None, str(error), payload=payload) from error
+        choice = (response.get("choices") or [{}])[0]
+        return InferenceResult(
+            text=logprob_text(response), finish_reason=choice.get("finish_reason") or "", usage=response.get("usage") or {}
+        )
+
     def _init_server(self, rank: int) -> InferenceServer:
         server = {"local": TransformersServeServer, "vllm": LocalVLLMServer, "endpoint": KeyFromEnvEndpointServer}
         return server[self.backend](self.config, rank)
@@ -370,7 +394,10 @@ class SynthInferenceRunner(InferenceRunner):
         if not ready.done():
             await asyncio.shield(ready)  # a start-up is not the request's time; never cancel the shared future
         async with semaphore:  # queued time ends here; the request's own time starts
-            call = super()._send_request(server, payload, contextlib.nullcontext())
+            if payload.get("logprobs"):
+                call = self._logprob_request(server, payload)
+            else:
+                call = super()._send_request(server, payload, contextlib.nullcontext())
             if self.config.request_timeout is None:
                 return await call
             return await asyncio.wait_for(call, timeout=self.config.request_timeout)

@@ -100,6 +100,22 @@ class Switches:
 
 
 @dataclass
+class JudgeConfig:
+    """How the scoring stage (and `analyze`'s judge) reads the A.2 judge. The paper (default) decodes the
+    JSON the judge writes. `logprobs` reads each field from the judge's next-token probabilities at the
+    value's position instead (G-Eval, Liu et al. 2023: numbers = the probability-weighted expected score,
+    rounded; True/False = the more probable), filling the JSON in the prompt's order, each field
+    conditioned on the values chosen before it; `calibration: content_free` divides each field's
+    distribution by the judge's prior measured with content-free queries in the same prompt (Zhao et al.
+    2021). For weak judges; see synth/judge.py and the README."""
+
+    method: Literal["generate", "logprobs"] = "generate"
+    calibration: Literal["none", "content_free"] = "none"
+    content_free: list[str] = field(default_factory=lambda: ["N/A", "", "[MASK]"])  # Zhao et al.'s inputs
+    top_logprobs: int = 20  # next-token alternatives asked for (vLLM's default maximum is 20)
+
+
+@dataclass
 class ExecutorConfig:
     type: Literal["local", "slurm", "ray"] = "local"
     tasks: int = 1  # input shards; one datatrove task each
@@ -122,6 +138,7 @@ class SynthConfig:
     retry: RetryConfig = field(default_factory=RetryConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
     switches: Switches = field(default_factory=Switches)
+    judge: JudgeConfig = field(default_factory=JudgeConfig)
     executor: ExecutorConfig = field(default_factory=ExecutorConfig)
 
     def role(self, name: str) -> RoleConfig:
@@ -189,6 +206,11 @@ def _convert(hint: Any, value: Any, *, where: str, dotted: str) -> Any:
         if value not in allowed:
             raise ConfigError(f"{where}: field {dotted!r} is {value!r}; allowed: {', '.join(map(repr, allowed))}")
         return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: field {dotted!r} should be a list, got {type(value).__name__}")
+        (item,) = typing.get_args(hint)
+        return [_convert(item, v, where=where, dotted=f"{dotted}[{i}]") for i, v in enumerate(value)]
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: field {dotted!r} should be a mapping, got {type(value).__name__}")
@@ -217,6 +239,10 @@ def _plain_http_to_remote(url: str) -> bool:
         return not ipaddress.ip_address(host).is_loopback
     except ValueError:
         return True  # a host name other than localhost
+
+
+def _loopback(url: str) -> bool:
+    return urlparse(url).hostname in ("localhost", "127.0.0.1", "::1")
 
 
 def _check(config: SynthConfig, where: str) -> None:
@@ -250,5 +276,26 @@ def _check(config: SynthConfig, where: str) -> None:
         raise bad("retry.attempts", "should be at least 1")
     if not 1 <= config.switches.complex_threshold <= 10:
         raise bad("switches.complex_threshold", "should be 1-10 (the difficulty scale)")
+    judge, scoring = config.judge, config.scoring
+    if judge.calibration != "none" and judge.method != "logprobs":
+        raise bad("judge.calibration", "needs judge.method 'logprobs' (it calibrates the judge's token probabilities)")
+    if judge.method == "logprobs":
+        if scoring.backend == "local":
+            raise bad(
+                "judge.method",
+                "is 'logprobs', which needs the judge's next-token log-probabilities after a pre-filled answer "
+                "(`logprobs`/`top_logprobs` with `continue_final_message`); scoring.backend 'local' (transformers serve) "
+                "offers neither: use scoring.backend 'vllm', or 'endpoint' at a vLLM server",
+            )
+        if scoring.backend == "endpoint" and scoring.endpoint_url and not _loopback(scoring.endpoint_url):
+            raise bad(
+                "judge.method",
+                "is 'logprobs': over the openai client (endpoints that are not on this machine) datatrove keeps only "
+                "the answer text, not its log-probabilities; use a vLLM server on 127.0.0.1 or scoring.backend 'vllm'",
+            )
+        if not 2 <= judge.top_logprobs <= 20:
+            raise bad("judge.top_logprobs", "should be 2-20 (the OpenAI API's and vLLM's default limit)")
+        if judge.calibration == "content_free" and not judge.content_free:
+            raise bad("judge.content_free", "needs at least one content-free query (e.g. 'N/A')")
     if config.executor.tasks < 1 or config.executor.workers < 1:
         raise bad("executor.tasks", "and executor.workers should be at least 1")

@@ -149,7 +149,7 @@ def output_settings(config: SynthConfig) -> dict:
         name: {k: getattr(config.role(name), k) for k in ("model", "max_tokens", "temperature", "top_p", "retry_temperature", "structured_output")}
         for name in ROLES
     }
-    return {
+    settings = {
         "seed": config.seed,
         "roles": roles,
         "retry_attempts": config.retry.attempts,
@@ -158,6 +158,9 @@ def output_settings(config: SynthConfig) -> dict:
         "parts": config.executor.tasks,
         "prompts_sha256": hashlib.sha256(prompt_text.encode()).hexdigest(),
     }
+    if asdict(config.judge) != asdict(type(config.judge)()):  # absent at the paper's default: older folders resume
+        settings["judge"] = asdict(config.judge)
+    return settings
 
 
 def portable_input(config: SynthConfig, run_folder: Path) -> str:

@@ -233,3 +233,25 @@ def parse_department(text: Any, parent: str | None, finish_reason: str | None = 
     if label in allowed_labels(parent):
         return Parsed(label)
     return _fail("not_a_label", finish_reason)
+
+
+def parse_top_logprobs(text: Any, finish_reason: str | None = None) -> Parsed:
+    """A next-token answer (judge.method: logprobs; backends.logprob_text) -> {token: probability}."""
+    import math
+
+    try:
+        obj = json.loads(text) if isinstance(text, str) else None
+    except ValueError:
+        obj = None
+    entries = obj.get("top_logprobs") if isinstance(obj, dict) else None
+    if not isinstance(entries, list) or not entries:
+        return Parsed(reason="no_logprobs")
+    probs: dict[str, float] = {}
+    for entry in entries:
+        token, logprob = (entry.get("token"), entry.get("logprob")) if isinstance(entry, dict) else (None, None)
+        if not isinstance(token, str) or isinstance(logprob, bool) or not isinstance(logprob, (int, float)):
+            return Parsed(reason="bad_logprobs")
+        if not math.isfinite(logprob) and logprob != -math.inf:
+            return Parsed(reason="bad_logprobs")
+        probs[token] = probs.get(token, 0.0) + math.exp(min(float(logprob), 0.0))
+    return Parsed(probs)

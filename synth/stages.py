@@ -7,10 +7,11 @@ A record is {"id", "text", "status", "stage", ...stage fields, "attempts", "fail
 
 from __future__ import annotations
 
+import asyncio
 import re
 from typing import Any
 
-from . import departments, prompts
+from . import departments, judge, prompts
 from .ask import Answer, Generate, OutputFormat, ask
 from .config import SynthConfig
 from .filter import Item, select
@@ -24,6 +25,7 @@ from .parse import (
     parse_longform,
     parse_questions,
     parse_score,
+    parse_top_logprobs,
 )
 
 # Each model stage's answer shape, sent as structured output when the role asks for it.
@@ -78,16 +80,91 @@ async def instruction_rollout(doc, generate: Generate, config: SynthConfig) -> d
     return _record(doc, "instruction", [answer], dict(answer.value or {}), None if answer.ok else answer)
 
 
-async def scoring_rollout(doc, generate: Generate, config: SynthConfig) -> dict:
+# judge.calibration content_free: the content-free answers, per pre-fill, shared by the documents of a task
+_PRIOR_MEMO: dict[tuple, dict[str, float]] = {}
+_PRIOR_INFLIGHT: dict[tuple, asyncio.Future] = {}
+
+
+class _JudgeFailed(Exception):
+    def __init__(self, answer: Answer):
+        super().__init__(answer.reason)
+        self.answer = answer
+
+
+async def _judge_logprobs(generate: Generate, query: str, config: SynthConfig, doc, slot: str) -> tuple[list[Answer], Answer]:
+    """judge.method logprobs: the A.2 fields from the judge's next-token probabilities (judge.py), one
+    next-token request per value position (and content-free query, with calibration). -> (the requests'
+    answers, one Answer holding the score or the first failure)."""
+    settings = config.judge
+    fmt = OutputFormat("next_token", top_logprobs=settings.top_logprobs)
+    answers: list[Answer] = []
+
+    async def ask_top(text: str, head: str, seed_parts: tuple) -> dict[str, float]:
+        messages = prompts.chat(prompts.scoring_prompt(text)) + [{"role": "assistant", "content": head}]
+        answer = await ask(
+            generate, messages, parse_top_logprobs, role=config.scoring, retry=config.retry, seed_parts=seed_parts,
+            output_format=fmt,
+        )
+        answers.append(answer)
+        if not answer.ok:
+            raise _JudgeFailed(answer)
+        return answer.value
+
+    async def top(text: str, head: str) -> dict[str, float]:
+        if text == query or text not in settings.content_free:
+            return await ask_top(text, head, (config.seed, "scoring", doc.id, slot, text, head))
+        # a content-free query depends only on the pre-fill: asked once per task, shared by its documents
+        key = (config.scoring.model, config.scoring.endpoint_url, settings.top_logprobs, text, head)
+        if key in _PRIOR_MEMO:
+            return _PRIOR_MEMO[key]
+        loop_key = (id(asyncio.get_running_loop()), key)
+        if loop_key not in _PRIOR_INFLIGHT:
+            _PRIOR_INFLIGHT[loop_key] = asyncio.ensure_future(ask_top(text, head, (config.seed, "scoring", "content_free", text, head)))
+        try:
+            value = await asyncio.shield(_PRIOR_INFLIGHT[loop_key])
+        finally:
+            if _PRIOR_INFLIGHT.get(loop_key) is not None and _PRIOR_INFLIGHT[loop_key].done():
+                del _PRIOR_INFLIGHT[loop_key]  # a failure is asked again by the next document
+        _PRIOR_MEMO[key] = value
+        return value
+
+    try:
+        fields = await judge.judge(
+            top, query, calibration=settings.calibration == "content_free", content_free=settings.content_free
+        )
+    except _JudgeFailed as failure:
+        return answers, Answer(reason=failure.answer.reason, raw=failure.answer.raw)
+    except judge.NoMass as failure:
+        return answers, Answer(reason=str(failure), raw="")
+    score = {name: fields[key].value for key, name, _ in judge.FIELDS} | {
+        "keys": "paper",
+        "method": "logprobs",
+        "calibration": settings.calibration,
+        "expected": {name: round(fields[key].expected, 4) for key, name, _ in judge.FIELDS if fields[key].expected is not None},
+        "p_true": round(fields["MentionSpecificDetails"].dist["True"], 4),
+        "dist": {name: {v: round(p, 4) for v, p in fields[key].dist.items()} for key, name, _ in judge.FIELDS},
+        "raw_dist": {name: {v: round(p, 4) for v, p in fields[key].raw.items()} for key, name, _ in judge.FIELDS},
+        "coverage": {name: round(fields[key].coverage, 4) for key, name, _ in judge.FIELDS},
+    }
+    return answers, Answer(value=score)
+
+
+async def _score(generate: Generate, query: str, config: SynthConfig, doc, slot: str) -> tuple[list[Answer], Answer]:
+    """One A.2 judgement, as the config's judge.method reads it."""
+    if config.judge.method == "logprobs":
+        return await _judge_logprobs(generate, query, config, doc, slot)
     rule = config.switches.mention_details
+    answer = await _ask(
+        generate, prompts.scoring_prompt(query), lambda t, f: parse_score(t, f, mention_rule=rule), config, "scoring", doc, slot, SCORES
+    )
+    return [answer], answer
 
-    def parser(text, finish_reason):
-        return parse_score(text, finish_reason, mention_rule=rule)
 
+async def scoring_rollout(doc, generate: Generate, config: SynthConfig) -> dict:
     answers, scores, failed, prefix = [], {}, None, ""
     for key in ("question1", "question2"):
-        answer = await _ask(generate, prompts.scoring_prompt(doc.metadata[key]), parser, config, "scoring", doc, key, SCORES)
-        answers.append(answer)
+        used, answer = await _score(generate, doc.metadata[key], config, doc, key)
+        answers += used
         scores[key] = answer.value
         if not answer.ok and failed is None:
             failed, prefix = answer, f"{key}:"
@@ -174,12 +251,8 @@ async def classify_rollout(doc, generate: Generate, config: SynthConfig) -> dict
 
 async def judge_rollout(doc, generate: Generate, config: SynthConfig) -> dict:
     """LLM-as-judge (§2.3): the A.2 scoring prompt on one instruction of any dataset."""
-    rule = config.switches.mention_details
-    answer = await _ask(
-        generate, prompts.scoring_prompt(doc.metadata["instruction"]),
-        lambda t, f: parse_score(t, f, mention_rule=rule), config, "scoring", doc, "judge", SCORES,
-    )
-    return _record(doc, "judge", [answer], dict(answer.value or {}), None if answer.ok else answer)
+    used, answer = await _score(generate, doc.metadata["instruction"], config, doc, "judge")
+    return _record(doc, "judge", used, dict(answer.value or {}), None if answer.ok else answer)
 
 
 ROLLOUTS = {
