@@ -56,13 +56,23 @@ def task_manager():
     return TaskManager(include_defaults=False)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session", autouse=True)
 def one_torch_thread():
-    """Torch on 1 thread for a module: on 2 shared cores the spinning intra-op workers of 2 threads
-    measured 5-10x slower per adaptation."""
+    """Torch on 1 thread in the test process: on 2 shared cores (a vLLM engine, a server or launched
+    processes working beside it) the spinning intra-op workers of 2 threads measured 5-10x slower per
+    adaptation, and up to 30x slower per decoding step (4 s per forward of the 135M model)."""
     import torch
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def pytest_runtest_logreport(report):
+    """FINEMED_DURATIONS=path appends each test phase's duration as it finishes (a partial run still
+    says where its time went; --durations only prints at the end)."""
+    path = os.environ.get("FINEMED_DURATIONS")
+    if path and report.duration >= 0.05:
+        with open(path, "a") as f:
+            f.write(f"{report.duration:.2f}\t{report.when}\t{report.nodeid}\t{report.outcome}\n")

@@ -85,7 +85,7 @@ def test_finemed_ttt_warns_once_when_exemplars_ignore_the_seed() -> None:
     import lm_eval
     from lm_eval.tasks import TaskManager
 
-    tm = TaskManager(include_path=[str(TASK_FIXTURE)])
+    tm = TaskManager(include_path=[str(TASK_FIXTURE)], include_defaults=False)  # the fixture task only: no 14k-task index
     lm = lm_eval.api.registry.get_model("finemed_ttt").create_from_arg_obj({"ttt": "off"}, {"batch_size": 8})
     for shots, expected in ((3, 1), (0, 0)):
         with warnings.catch_warnings(record=True) as caught:

@@ -43,9 +43,19 @@ def import_plugin() -> None:
 
 
 def make_task_manager(config: RunConfig) -> Any:
+    """lm-eval's index of its own ~14k tasks takes 15-45 s to build on a small machine; a board whose
+    tasks (and every subtask of its groups) are finemed tasks or come from its include_path does not
+    need it. Tags fall back to the full index: lm-eval's own tasks may carry the same tag."""
     from lm_eval.tasks import TaskManager
 
-    return TaskManager(include_path=list(config.include_path) or None)
+    from finemed_eval.leaderboard.task_tree import expand_task_names
+
+    include = list(config.include_path) or None
+    own = TaskManager(include_path=include, include_defaults=False)
+    names = expand_task_names(own, list(config.tasks))
+    if all(n in own.task_index and own.task_index[n].kind.name != "TAG" for n in names):
+        return own
+    return TaskManager(include_path=include)
 
 
 def lm_class(config: RunConfig) -> Any:
