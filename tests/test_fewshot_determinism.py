@@ -102,14 +102,22 @@ def _prompts_and_loglikelihoods(rows: list[dict]) -> dict[int, tuple[str, list[f
     return out
 
 
-def test_two_gloo_processes_give_one_process_prompts_and_loglikelihoods(embedded_model, task_manager, tmp_path):
+def test_two_gloo_processes_give_one_process_prompts_loglikelihoods_and_ttt(embedded_model, task_manager, tmp_path):
     """`accelerate launch -m lm_eval` on 2 CPU (gloo) processes, 3-shot, two few-shot seeds: every
-    document gets the prompt (and so the log-likelihoods) one process gives it."""
+    document gets the prompt (and so the log-likelihoods) one process gives it. The second seed's runs
+    do TTT (LoRA, a 3-row corpus: documents share neighbours): documents are split between the
+    processes, each adapts for its own (its TTT log), and the merged results equal one process's.
+    (One launch per seed, each asserting both: every launch costs 2 interpreters and 2 task indexes.)"""
     import lm_eval
     from lm_eval.api.registry import get_model
 
+    from finemed_eval.data import DEMO_DIR
+
     limit = 8
-    model_args = f"pretrained={embedded_model},ttt=off"
+    small_corpus = tmp_path / "small.jsonl"  # three rows, as test_ttt.py's small corpus
+    small_corpus.write_text("\n".join((DEMO_DIR / "reasoning_corpus.jsonl").read_text().splitlines()[-3:]))
+    ttt_args = dict(ttt="lora", lr=1e-3, corpus=str(small_corpus), retriever="minilm", max_length=256)
+    args = {SEEDS[0]: dict(ttt="off"), SEEDS[1]: ttt_args}
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "ACCELERATE_USE_CPU": "1"}
     # --multi_gpu + ACCELERATE_USE_CPU: two processes in one gloo group (`--cpu` would start one)
     launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
@@ -117,6 +125,9 @@ def test_two_gloo_processes_give_one_process_prompts_and_loglikelihoods(embedded
     runs: dict[int, subprocess.Popen] = {}
     try:
         for seed in SEEDS:  # both launches at once: each process runs on one thread
+            model_args = ",".join(f"{k}={v}" for k, v in {"pretrained": embedded_model, **args[seed]}.items())
+            if seed == SEEDS[1]:
+                model_args += f",ttt_log={tmp_path / 'ttt.jsonl'}"
             # one rendezvous port per launch: the seeds start together and would all take 29500
             port = ["--main_process_port", str(free_port())]
             command = [*launcher, *port, "-m", "lm_eval", "run", "--model", "finemed_ttt", "--model_args", model_args,
@@ -126,9 +137,9 @@ def test_two_gloo_processes_give_one_process_prompts_and_loglikelihoods(embedded
             runs[seed] = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                                           start_new_session=True)  # its own group: the workers go with it
         # one process, in this one, meanwhile: the same model arguments and batch size
-        lm = get_model("finemed_ttt")(pretrained=str(embedded_model), ttt="off", device="cpu", batch_size=4)
         single = {}
         for seed in SEEDS:
+            lm = get_model("finemed_ttt")(pretrained=str(embedded_model), device="cpu", batch_size=4, **args[seed])
             results = lm_eval.simple_evaluate(model=lm, tasks=[TASK], num_fewshot=SHOTS, fewshot_random_seed=seed,
                                               limit=limit, log_samples=True, task_manager=task_manager)
             single[seed] = _prompts_and_loglikelihoods(results["samples"][TASK])
@@ -147,9 +158,15 @@ def test_two_gloo_processes_give_one_process_prompts_and_loglikelihoods(embedded
         for doc_id, (prompt, loglikelihoods) in single[seed].items():
             assert parallel[doc_id][0] == prompt, f"seed {seed}, document {doc_id}: other exemplars"
             assert prompt.count("Question:") == SHOTS + 1
-            # batches hold other documents in each process, so padding differs: float32 noise only
+            # batches hold other documents in each process, so padding differs: float32 noise, same answers
             assert parallel[doc_id][1] == pytest.approx(loglikelihoods, rel=1e-5)
+            argmax = max(range(len(loglikelihoods)), key=loglikelihoods.__getitem__)
+            assert argmax == max(range(len(parallel[doc_id][1])), key=parallel[doc_id][1].__getitem__)
     assert single[SEEDS[0]][1][0] != single[SEEDS[1]][1][0]  # the two seeds really drew other exemplars
+    # TTT: both processes really adapted, each for its own documents
+    per_rank = [[json.loads(line)["doc_id"] for line in (tmp_path / f"ttt.rank{k}.jsonl").read_text().splitlines()] for k in (0, 1)]
+    assert per_rank[0] and per_rank[1], stderr[SEEDS[1]][-2000:]
+    assert sorted(per_rank[0] + per_rank[1]) == list(range(limit))
 
 
 # --------------------------------------------------------------------------- lm-eval's built-in tasks

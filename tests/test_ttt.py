@@ -8,16 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import subprocess
-import sys
 
 import lm_eval
 import pytest
 from lm_eval.api.instance import Instance
 from lm_eval.api.registry import get_model
-
-from finemed_eval.training.launch import free_port
 
 TASK = "finemed_demo"
 
@@ -333,36 +328,5 @@ def test_reference_preset_runs_the_released_procedure(embedded_model, corpus):
     assert _weights_hash(lm) == before
 
 
-def test_data_parallel_over_two_cpu_processes_gives_one_process_results(embedded_model, small_corpus, tmp_path):
-    """`accelerate launch -m lm_eval` with 2 CPU (gloo) processes: documents are split between them
-    and the merged per-document results equal one process's, at the paper's 3 shots (exemplars are
-    drawn per document, so both processes give each document the exemplars one process gives it)."""
-    args = f"pretrained={embedded_model},ttt=lora,lr=1e-3,corpus={small_corpus},retriever=minilm,max_length=256"
-    common = ["-m", "lm_eval", "run", "--model", "finemed_ttt", "--model_args", args, "--tasks", TASK,
-              "--limit", "6", "--num_fewshot", "3", "--log_samples", "--batch_size", "4", "--device", "cpu"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "ACCELERATE_USE_CPU": "1"}
-
-    # `--cpu --num_processes 2` silently starts ONE process; --multi_gpu starts two, and
-    # ACCELERATE_USE_CPU makes them a gloo group on the CPU.
-    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-                "--main_process_port", str(free_port())]  # 29500 may be held by another run
-    common[common.index("--model_args") + 1] = args + f",ttt_log={tmp_path / 'ttt.jsonl'}"
-    done = subprocess.run([*launcher, *common, "--output_path", str(tmp_path / "dp")],
-                          env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    (samples,) = (tmp_path / "dp").rglob(f"samples_{TASK}_*.jsonl")
-    rows = [json.loads(line) for line in samples.read_text().splitlines()]
-    parallel = {r["doc_id"]: [float(resp[0][0]) for resp in r["resps"]] for r in rows}
-    # One process, in this one: the same model arguments and batch size.
-    lm = _lm(embedded_model, small_corpus, ttt="lora", lr=1e-3, batch_size=4)
-    single = {s["doc_id"]: [float(resp[0][0]) for resp in s["resps"]] for s in _samples(lm, limit=6, num_fewshot=3)}
-    assert sorted(parallel) == sorted(single) == list(range(6))
-    for doc_id in single:
-        # Other documents share the batches there, so padding differs: float32 noise, same answers.
-        assert parallel[doc_id] == pytest.approx(single[doc_id], rel=1e-5)
-        assert max(range(len(single[doc_id])), key=single[doc_id].__getitem__) == max(
-            range(len(parallel[doc_id])), key=parallel[doc_id].__getitem__)
-    per_rank = [[json.loads(line)["doc_id"] for line in (tmp_path / f"ttt.rank{k}.jsonl").read_text().splitlines()] for k in (0, 1)]
-    assert per_rank[0] and per_rank[1], done.stderr[-2000:]  # both processes really worked ...
-    assert sorted(per_rank[0] + per_rank[1]) == list(range(6))  # ... each on its own documents
+# Data parallel TTT over two CPU (gloo) processes, 3-shot: test_fewshot_determinism.py's launches
+# (test_two_gloo_processes_give_one_process_prompts_loglikelihoods_and_ttt) run it with the few-shot seeds.
