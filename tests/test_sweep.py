@@ -100,9 +100,12 @@ def test_a_grown_grid_computes_only_its_new_point_and_the_page_shows_the_sweep(t
     from finemed_eval.leaderboard.run import run
 
     def config(lrs):
+        data = _config({"ttt": ["lora"], "lr": lrs})
+        # a wiring test, not a TTT benchmark: max_length 128 bounds the trained neighbour (the demo
+        # corpus is long-form reasoning) and the scored context, as in test_leaderboard_run.py
+        data["models"][0]["args"]["max_length"] = 128
         return parse_config(
-            {**_config({"ttt": ["lora"], "lr": lrs}), "seeds": [0, 1], "num_fewshot": 3, "limit": 2, "batch_size": 8},
-            source=str(tmp_path / "grid.yaml"),
+            {**data, "seeds": [0, 1], "num_fewshot": 3, "limit": 2, "batch_size": 8}, source=str(tmp_path / "grid.yaml")
         )
 
     first = run(config([1.0e-3]), tmp_path / "out", progress=False)
