@@ -141,7 +141,7 @@ async def _judge_logprobs(generate: Generate, query: str, config: SynthConfig, d
         "method": "logprobs",
         "calibration": settings.calibration,
         "expected": {name: round(fields[key].expected, 4) for key, name, _ in judge.FIELDS if fields[key].expected is not None},
-        "p_true": round(fields["MentionSpecificDetails"].dist["True"], 4),
+        "p_true": fields["MentionSpecificDetails"].dist["True"],  # unrounded: mentions_details = p_true > 0.5
         "dist": {name: {v: round(p, 4) for v, p in fields[key].dist.items()} for key, name, _ in judge.FIELDS},
         "raw_dist": {name: {v: round(p, 4) for v, p in fields[key].raw.items()} for key, name, _ in judge.FIELDS},
         "coverage": {name: round(fields[key].coverage, 4) for key, name, _ in judge.FIELDS},

@@ -210,7 +210,8 @@ def test_real_vllm_scoring_stage_reads_calibrated_probabilities(tmp_path, embedd
         for name in ("quality", "difficulty", "relevance"):
             assert score[name] == math.floor(score["expected"][name] + 0.5)
             assert score["expected"][name] == pytest.approx(sum(int(v) * p for v, p in score["dist"][name].items()), abs=1e-2)
-        assert score["mentions_details"] == (score["dist"]["mentions_details"]["True"] > 0.5)
+        assert score["mentions_details"] == (score["p_true"] > 0.5)
+        assert score["p_true"] == pytest.approx(score["dist"]["mentions_details"]["True"], abs=1e-4)
         assert score["dist"] != score["raw_dist"]  # the prior changed the distributions
     # the paper's Algorithm 1 runs on these scores unchanged
     from finemed_eval.synth.stages import filter_record
