@@ -116,7 +116,9 @@ class FieldScore:
 
 def decide(key: str, raw: dict[str, float], dist: dict[str, float], coverage: float) -> FieldScore:
     if key == "MentionSpecificDetails":
-        return FieldScore(dist["True"] > dist["False"], None, dist, raw, coverage)
+        # Read from the stored P(True), so the record's p_true always explains the label; a tie to float
+        # precision (P(True) == 0.5 after normalising near-equal bf16 masses) is not a mention.
+        return FieldScore(dist["True"] > 0.5, None, dist, raw, coverage)
     score = expected(dist)
     return FieldScore(int(math.floor(score + 0.5)), score, dist, raw, coverage)
 

@@ -64,6 +64,12 @@ def test_decide_rounds_the_expected_score_half_up_and_takes_the_likelier_label()
     assert J.decide("quality", {}, {"7": 0.5, "8": 0.5}, 1.0).value == 8  # 7.5 -> 8
     assert J.decide("quality", {}, {"7": 0.6, "8": 0.4}, 1.0).value == 7
     assert J.decide("MentionSpecificDetails", {}, {"True": 0.4, "False": 0.6}, 1.0).value is False
+    assert J.decide("MentionSpecificDetails", {}, {"True": 0.6, "False": 0.4}, 1.0).value is True
+    # near-equal masses normalise to P(True) == 0.5 exactly: a tie, so the label agrees with the stored p_true
+    a, b = 0.7000000000000001, 0.7
+    tie = {"True": a / (a + b), "False": b / (a + b)}
+    assert tie["True"] == 0.5 and tie["False"] < 0.5
+    assert J.decide("MentionSpecificDetails", {}, tie, 1.0).value is False
 
 
 def test_prefill_follows_the_prompts_json_order_and_format():
