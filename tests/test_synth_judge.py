@@ -66,7 +66,7 @@ def test_decide_rounds_the_expected_score_half_up_and_takes_the_likelier_label()
     assert J.decide("MentionSpecificDetails", {}, {"True": 0.4, "False": 0.6}, 1.0).value is False
     assert J.decide("MentionSpecificDetails", {}, {"True": 0.6, "False": 0.4}, 1.0).value is True
     # near-equal masses normalise to P(True) == 0.5 exactly: a tie, so the label agrees with the stored p_true
-    a, b = 0.7000000000000001, 0.7
+    a, b = 0.30000000000000004, 0.3
     tie = {"True": a / (a + b), "False": b / (a + b)}
     assert tie["True"] == 0.5 and tie["False"] < 0.5
     assert J.decide("MentionSpecificDetails", {}, tie, 1.0).value is False
