@@ -27,6 +27,8 @@ from finemed_eval.synth.backends import logprob_text
 from finemed_eval.synth.config import ConfigError, RoleConfig, load_config
 from finemed_eval.synth.parse import parse_top_logprobs
 
+from conftest import require_vllm
+
 TEN = tuple(str(v) for v in range(1, 11))
 
 
@@ -188,7 +190,7 @@ REFERS_TO_TEXT = "What dose did the patient in the case above receive, and why w
 def test_real_vllm_scoring_stage_reads_calibrated_probabilities(tmp_path, embedded_model):
     """The scoring stage on a managed vLLM server (backend `vllm`): the next-token requests go through
     datatrove's runner and request cache; every score is read from distributions over the allowed values."""
-    pytest.importorskip("vllm")
+    require_vllm()
     from finemed_eval.synth.pipeline import run_model_stage
     from finemed_eval.synth.records import read_folder
 

@@ -33,9 +33,10 @@ from finemed_eval.synth.config import RoleConfig
 from finemed_eval.synth.pipeline import stage_dir
 from finemed_eval.synth.replay import ReplayServer, load_recorded
 
+from conftest import require_vllm
 from test_synth_real_server import ENV, FIXTURES, assert_every_stage_complete, config_file, records, run_behind_fault_proxy
 
-pytest.importorskip("vllm")
+require_vllm()
 QUESTION_WORDS = ("What", "How", "Why", "Which", "When", "Who", "Where", "Is", "Are", "Can", "Could", "Does", "Do",
                   "Should", "Explain", "Describe", "Compare")
 
