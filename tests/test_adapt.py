@@ -22,7 +22,6 @@ OTHER = ("Which vitamin deficiency causes scurvy?", "Vitamin C (ascorbic acid) d
 PROBE = "A patient with hives and wheezing after a bee sting should receive"
 
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,6 @@ from lm_eval.api.registry import get_model
 TASK = "finemed_demo"
 
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

