@@ -10,7 +10,11 @@ Designed around datatrove 0.10's InferenceRunner:
 - `transformers serve` decodes greedily unless the request carries a generation config with
   `do_sample` (a `temperature` alone is ignored): sampled requests to the `local` backend send one;
 - a `ServerError` that is not an HTTP 500 means the server is gone: it propagates, the task stops,
-  and the run resumes later from its checkpoints (turning it into rejects would lose records).
+  and the run resumes later from its checkpoints (turning it into rejects would lose records);
+- a model that copied the prompt's JSON placeholder (`placeholder:<key>`) is re-asked with that
+  placeholder's first token banned (`logit_bias`, backends.placeholder_ban), on every later attempt of the
+  question; the ban is part of the request, so the request cache and resume stay exact. First asks never
+  carry one: they are the paper's request.
 """
 
 from __future__ import annotations
@@ -25,8 +29,9 @@ from typing import Any
 
 from datatrove.pipeline.inference.types import InferenceError, ServerError
 
+from .backends import placeholder_ban
 from .config import RetryConfig, RoleConfig
-from .parse import Parsed
+from .parse import Parsed, copied_placeholder
 
 Generate = Callable[[dict], Awaitable[Any]]
 Parser = Callable[[Any, "str | None"], Parsed]
@@ -67,7 +72,13 @@ def derive_seed(*parts: Any) -> int:
 
 
 def payload(
-    messages: list[dict], role: RoleConfig, *, attempt: int, seed: int, output_format: OutputFormat | None = None
+    messages: list[dict],
+    role: RoleConfig,
+    *,
+    attempt: int,
+    seed: int,
+    output_format: OutputFormat | None = None,
+    logit_bias: dict[str, float] | None = None,
 ) -> dict:
     temperature = role.temperature if attempt == 0 else role.retry_temperature
     body = {
@@ -84,6 +95,8 @@ def payload(
             "max_tokens": 1, "logprobs": True, "top_logprobs": output_format.top_logprobs,
             "continue_final_message": True, "add_generation_prompt": False,
         }
+    if logit_bias:  # a re-ask's ban (backends.placeholder_ban); OpenAI's field, also vLLM's and transformers serve's
+        body["logit_bias"] = dict(sorted(logit_bias.items(), key=lambda item: int(item[0])))
     if role.backend == "local" and temperature > 0:
         body["generation_config"] = json.dumps({"do_sample": True})  # else `transformers serve` stays greedy
     if role.structured_output and output_format is not None:
@@ -124,9 +137,13 @@ async def ask(
 ) -> Answer:
     answer = Answer()
     transport_failures = 0
+    copied: set[str] = set()  # placeholders this question's answers copied: banned on the later attempts
     for attempt in range(retry.attempts):
         answer.attempts = attempt + 1
-        body = payload(messages, role, attempt=attempt, seed=derive_seed(*seed_parts, attempt), output_format=output_format)
+        body = payload(
+            messages, role, attempt=attempt, seed=derive_seed(*seed_parts, attempt), output_format=output_format,
+            logit_bias=placeholder_ban(role, copied) if copied else None,
+        )
         try:
             result = await generate(body)  # bounded by request_timeout_s in the runner (backends.py)
         except asyncio.TimeoutError:
@@ -150,6 +167,8 @@ async def ask(
                 return answer
             answer.failures.append(parsed.reason)
             answer.reason = parsed.reason
+            if copied_placeholder(parsed.reason):
+                copied.add(copied_placeholder(parsed.reason))
             continue
         answer.failures.append(reason)
         answer.reason = reason

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import importlib.metadata
 import importlib.util
 import json
@@ -29,6 +30,7 @@ import os
 import shutil
 import signal
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -172,6 +174,58 @@ class TransformersServeServer(InferenceServer):
                 server_log.info(line.decode("utf-8", "replace").rstrip())
         await process.wait()
         raise RuntimeError(f"transformers serve exited with code {process.returncode}")
+
+
+# --- banning a copied placeholder on re-asks -------------------------------------------------------
+# A weak model copies the prompt's JSON placeholder ("Generated first answer content") back as its answer.
+# A re-ask after such a copy sends the OpenAI-compatible `logit_bias` with -100 on the placeholder's first
+# token, so the copy cannot begin. Chosen over vLLM's `bad_words` extra parameter (both accepted by vLLM
+# 0.32's chat endpoint): `logit_bias` is also honoured by OpenAI-compatible endpoints and by `transformers
+# serve` (which maps it to `sequence_bias`), and `bad_words` in vLLM 0.32 (SamplingParams.
+# update_from_tokenizer) bans only the LAST token of a word's sequence (after "Gen" it would ban "erated",
+# leaving a half-begun copy to end as something else that passes the parser) and drops the space-prefixed
+# variant when it tokenises to a different length (" Generated" is one token, "Generated" two for SmolLM2).
+# vLLM applies logit_bias as a per-request logits processor (v1/sample/logits_processor/builtin.py),
+# together with structured output.
+BAN_BIAS = -100.0  # the OpenAI range's floor; vLLM clamps to [-100, 100]
+# what can precede a copied placeholder in the model's output: the opening quote of a JSON string (with
+# or without a space before it), a space, nothing
+BAN_CONTEXTS = ("", " ", '"', ' "')
+
+
+@functools.lru_cache(maxsize=8)
+def _tokenizer(model: str):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(model_path(model))
+
+
+def first_token_ids(tokenizer, text: str, contexts: tuple[str, ...] = BAN_CONTEXTS) -> list[int]:
+    """For each context, the token that holds the first character of `text` in the tokenisation of
+    context + text (a merge with the context, e.g. a tokenizer with a token for ' "G', gives that token)."""
+    ids = set()
+    for context in contexts:
+        encoded = tokenizer(context + text, add_special_tokens=False, return_offsets_mapping=True)
+        for token, (_, end) in zip(encoded["input_ids"], encoded["offset_mapping"]):
+            if end > len(context):
+                ids.add(int(token))
+                break
+    return sorted(ids)
+
+
+def placeholder_ban(role: RoleConfig, texts: Iterable[str]) -> dict[str, float]:
+    """The `logit_bias` of a re-ask after the model copied these placeholders: their first token in every
+    context, tokenised with the served model's tokenizer. Empty when that tokenizer cannot be loaded here
+    (an endpoint serving a model this machine does not have: its token ids are unknown)."""
+    texts = sorted(set(texts))
+    if not texts:
+        return {}
+    try:
+        tokenizer = _tokenizer(role.model)
+    except Exception as error:  # noqa: BLE001 - no tokenizer here: re-ask without the ban
+        logger.warning(f"no tokenizer for {role.model!r} here ({error}); re-asks after a placeholder copy carry no ban")
+        return {}
+    return {str(token): BAN_BIAS for text in texts for token in first_token_ids(tokenizer, text)}
 
 
 # --- vllm ------------------------------------------------------------------------------------------

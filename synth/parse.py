@@ -53,10 +53,22 @@ ANSWERS_SCHEMA = {
 # The QwQ prompt (A.3) names two sections but no format; this is the shape `parse_longform` accepts.
 LONGFORM_REGEX = r"\*\*Thought\*\*\n[^*]{50,1500}\n\*\*Summarization\*\*\n[^*]{20,800}"
 
-# The prompt's own placeholders, copied back by weak models: never an instruction or an answer.
-PLACEHOLDERS = frozenset(
-    {"generated first question", "generated second question", "generated first answer content", "generated second answer content"}
-)
+# The prompt's own placeholders (A.1 and A.3 output formats), per JSON key, copied back by weak models:
+# never an instruction or an answer. A copy is the reject reason `placeholder:<key>`; the re-ask then bans
+# the placeholder's first token (ask.py, backends.placeholder_ban).
+PLACEHOLDER_TEXT = {
+    "question1": "Generated first question",
+    "question2": "Generated second question",
+    "answer1": "Generated first answer content",
+    "answer2": "Generated second answer content",
+}
+PLACEHOLDERS = frozenset(text.lower() for text in PLACEHOLDER_TEXT.values())
+
+
+def copied_placeholder(reason: str) -> str | None:
+    """The placeholder text a `placeholder:<key>` reason says the model copied, else None."""
+    kind, _, key = reason.partition(":")
+    return PLACEHOLDER_TEXT.get(key) if kind == "placeholder" else None
 
 
 @dataclass(frozen=True)
