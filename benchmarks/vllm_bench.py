@@ -97,7 +97,7 @@ def main() -> None:
     from lm_eval.models.huggingface import HFLM
 
     from finemed_eval.embedded import embedded_model_dir
-    from finemed_eval.ttt.vllm_backend import lm_eval_vllm_model, set_cpu_defaults
+    from finemed_eval.ttt.vllm_backend import cpu_engine_args, lm_eval_vllm_model, set_cpu_defaults
 
     print("vLLM CPU settings set here:", set_cpu_defaults() or "none (the user's or vLLM's own)")
     torch.set_num_threads(len(os.sched_getaffinity(0)))
@@ -151,7 +151,7 @@ def main() -> None:
         n = sizes[0]
         batch = [r for doc_id in sorted(by_doc)[:n] for r in by_doc[doc_id]]
         started = time.perf_counter()
-        reference_vllm = lm_eval_vllm_model()(pretrained=model, dtype="float32")
+        reference_vllm = lm_eval_vllm_model()(pretrained=model, dtype="float32", **cpu_engine_args())
         figures["lm_eval_vllm_start_s"] = round(time.perf_counter() - started, 1)
         reference_hf = HFLM(pretrained=model, device="cpu", dtype="float32", batch_size=16)
         vllm_s, vllm_texts = _timed(reference_vllm.generate_until, batch)

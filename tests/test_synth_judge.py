@@ -7,8 +7,7 @@
   same pre-fill, a judge biased towards "True" corrected by its own prior;
 - the request shape, the parser of the cached answer, the config switch (refused for the `local`
   backend, naming the file and the field, before any model call);
-- a real vLLM server (backend `vllm`, the embedded SmolLM2) scoring stage with the switch on: every
-  record carries four in-range values read from probability distributions that sum to 1.
+- on a real vLLM server: tests/test_synth_vllm.py (it shares that module's server).
 """
 
 from __future__ import annotations
@@ -27,7 +26,6 @@ from finemed_eval.synth.backends import logprob_text
 from finemed_eval.synth.config import ConfigError, RoleConfig, load_config
 from finemed_eval.synth.parse import parse_top_logprobs
 
-from conftest import require_vllm
 
 TEN = tuple(str(v) for v in range(1, 11))
 
@@ -179,49 +177,3 @@ def test_switch_is_refused_for_the_local_backend_naming_file_and_field(tmp_path)
     data["judge"] = {"method": "logprobs", "calibration": "content_free", "content_free": ["N/A", ""]}
     path.write_text(yaml.safe_dump(data))
     assert load_config(path).judge.content_free == ["N/A", ""]
-
-
-# --- real vLLM server ------------------------------------------------------------------------------
-
-SELF_CONTAINED = "What are the first-line treatments for iron deficiency anaemia in adults?"
-REFERS_TO_TEXT = "What dose did the patient in the case above receive, and why was it changed?"
-
-
-def test_real_vllm_scoring_stage_reads_calibrated_probabilities(tmp_path, embedded_model):
-    """The scoring stage on a managed vLLM server (backend `vllm`): the next-token requests go through
-    datatrove's runner and request cache; every score is read from distributions over the allowed values."""
-    require_vllm()
-    from finemed_eval.synth.pipeline import run_model_stage
-    from finemed_eval.synth.records import read_folder
-
-    path = tmp_path / "c.yaml"
-    path.write_text(yaml.safe_dump({
-        "output": str(tmp_path / "out"),
-        "input": {"path": str(Path(__file__).parent / "fixtures" / "synth" / "raw_texts.jsonl"), "id_field": "id"},
-        "scoring": {"backend": "vllm", "model": "embedded", "model_max_context": 1024, "max_concurrent": 8},
-        "judge": {"method": "logprobs", "calibration": "content_free", "content_free": ["N/A"]},
-        "retry": {"attempts": 2, "backoff_s": 0.1},
-    }))
-    config = load_config(path)
-    doc = {"id": "d1", "text": "A text.", "question1": SELF_CONTAINED, "question2": REFERS_TO_TEXT}
-    folder = tmp_path / "out" / "scoring"
-    summary = run_model_stage(config, folder, "scoring", lambda: [doc], False, root=tmp_path / "out")
-    (record,) = read_folder(folder / "ok", "*.jsonl")
-    assert summary["ok"] == 1, record
-    for key in ("question1", "question2"):
-        score = record["scores"][key]
-        assert score["method"] == "logprobs" and score["calibration"] == "content_free"
-        assert 1 <= score["quality"] <= 10 and 1 <= score["difficulty"] <= 10 and 1 <= score["relevance"] <= 6
-        for name, dist in score["dist"].items():
-            assert sum(dist.values()) == pytest.approx(1, abs=1e-3), name
-            assert score["coverage"][name] > 0.5, (name, score["coverage"])  # the judge answers in the allowed values
-        for name in ("quality", "difficulty", "relevance"):
-            assert score[name] == math.floor(score["expected"][name] + 0.5)
-            assert score["expected"][name] == pytest.approx(sum(int(v) * p for v, p in score["dist"][name].items()), abs=1e-2)
-        assert score["mentions_details"] == (score["p_true"] > 0.5)
-        assert score["p_true"] == pytest.approx(score["dist"]["mentions_details"]["True"], abs=1e-4)
-        assert score["dist"] != score["raw_dist"]  # the prior changed the distributions
-    # the paper's Algorithm 1 runs on these scores unchanged
-    from finemed_eval.synth.stages import filter_record
-
-    assert filter_record(record, config)["rule"]

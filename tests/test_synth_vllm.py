@@ -5,15 +5,17 @@
 - a managed server (backend `vllm`) answers the instruction stage with structured output (the
   questions' JSON schema); the run is killed with SIGKILL while records are being written: the server
   and its engine processes die with it, and the rerun completes with every id exactly once;
-- the fault-injecting proxy of test_synth_real_server.py in front of a real vLLM server.
+- the fault-injecting proxy of test_synth_real_server.py in front of a real vLLM server;
+- the judge read from next-token probabilities (judge.method logprobs) on that same server.
 
 vLLM's start-up (~30 s idle, minutes on a busy 2-core machine; its compiled graph is cached in
-~/.cache/vllm after the first start) dominates: three starts in this module.
+~/.cache/vllm after the first start) dominates: three starts in this module (the kill test's two, the shared server).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import socket
@@ -161,3 +163,47 @@ def test_fault_injecting_proxy_in_front_of_real_vllm(replay, vllm_server, tmp_pa
     served = json.loads(urllib.request.urlopen(vllm_server + "/v1/models", timeout=10).read())["data"][0]["id"]
     assert served == model_path("embedded")
     run_behind_fault_proxy(vllm_server, replay.url, tmp_path, {"structured_output": True})
+
+
+# --- the judge read from next-token probabilities (synth/judge.py), on this module's server ---------
+SELF_CONTAINED = "What are the first-line treatments for iron deficiency anaemia in adults?"
+REFERS_TO_TEXT = "What dose did the patient in the case above receive, and why was it changed?"
+
+
+def test_real_vllm_scoring_stage_reads_calibrated_probabilities(vllm_server, tmp_path):
+    """judge.method logprobs on the real vLLM server (the command line backend `vllm` launches; served as
+    an endpoint on 127.0.0.1 so the module starts one engine): the next-token requests go through
+    datatrove's runner and request cache; every score is read from distributions over the allowed values."""
+    from finemed_eval.synth.config import load_config
+    from finemed_eval.synth.pipeline import run_model_stage
+    from finemed_eval.synth.records import read_folder
+    from finemed_eval.synth.stages import filter_record
+
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({
+        "output": str(tmp_path / "out"),
+        "input": {"path": str(FIXTURES / "raw_texts.jsonl"), "id_field": "id"},
+        "scoring": {"backend": "endpoint", "endpoint_url": vllm_server, "model": "embedded", "max_concurrent": 8},
+        "judge": {"method": "logprobs", "calibration": "content_free", "content_free": ["N/A"]},
+        "retry": {"attempts": 2, "backoff_s": 0.1},
+    }))
+    config = load_config(path)
+    doc = {"id": "d1", "text": "A text.", "question1": SELF_CONTAINED, "question2": REFERS_TO_TEXT}
+    folder = tmp_path / "out" / "scoring"
+    summary = run_model_stage(config, folder, "scoring", lambda: [doc], False, root=tmp_path / "out")
+    (record,) = read_folder(folder / "ok", "*.jsonl")
+    assert summary["ok"] == 1, record
+    for key in ("question1", "question2"):
+        score = record["scores"][key]
+        assert score["method"] == "logprobs" and score["calibration"] == "content_free"
+        assert 1 <= score["quality"] <= 10 and 1 <= score["difficulty"] <= 10 and 1 <= score["relevance"] <= 6
+        for name, dist in score["dist"].items():
+            assert sum(dist.values()) == pytest.approx(1, abs=1e-3), name
+            assert score["coverage"][name] > 0.5, (name, score["coverage"])  # the judge answers in the allowed values
+        for name in ("quality", "difficulty", "relevance"):
+            assert score[name] == math.floor(score["expected"][name] + 0.5)
+            assert score["expected"][name] == pytest.approx(sum(int(v) * p for v, p in score["dist"][name].items()), abs=1e-2)
+        assert score["mentions_details"] == (score["p_true"] > 0.5)
+        assert score["p_true"] == pytest.approx(score["dist"]["mentions_details"]["True"], abs=1e-4)
+        assert score["dist"] != score["raw_dist"]  # the prior changed the distributions
+    assert filter_record(record, config)["rule"]  # the paper's Algorithm 1 runs on these scores unchanged

@@ -137,11 +137,11 @@ def test_an_engine_error_mid_call_removes_every_saved_adapter(lora_models):
 
 
 def test_ttt_off_equals_lm_evals_own_vllm_model(off_on_vllm, lora_models, task_manager, embedded_model):
-    from finemed_eval.ttt.vllm_backend import lm_eval_vllm_model
+    from finemed_eval.ttt.vllm_backend import cpu_engine_args, lm_eval_vllm_model
 
     VLLM = lm_eval_vllm_model()  # lm-eval's `vllm`, importable with the CPU build (see its docstring)
     ours = _samples(off_on_vllm, "finemed_demo_cot", task_manager, limit=LIMIT)
-    reference = VLLM(pretrained=str(embedded_model), dtype="float32")
+    reference = VLLM(pretrained=str(embedded_model), dtype="float32", **cpu_engine_args())  # eager, as ours
     try:
         theirs = _samples(reference, "finemed_demo_cot", task_manager, limit=LIMIT)
     finally:
