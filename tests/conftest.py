@@ -69,11 +69,21 @@ def one_torch_thread():
     torch.set_num_threads(threads)
 
 
+def pytest_configure(config):
+    """Under xdist (pyproject: `-n 2`) each worker's vLLM engines and servers bind their OpenMP threads
+    to the worker's own share of the cores, not all workers to every core: an OpenMP thread spin-waits
+    at each barrier for a core another worker holds (the slowdown one_torch_thread describes)."""
+    worker, count = os.environ.get("PYTEST_XDIST_WORKER"), int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    cores = sorted(os.sched_getaffinity(0))
+    if worker and 1 < count <= len(cores):
+        os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", ",".join(map(str, cores[int(worker.removeprefix("gw")) :: count])))
+
+
 def pytest_runtest_logreport(report):
     """FINEMED_DURATIONS=path appends each test phase's duration as it finishes (a partial run still
     says where its time went; --durations only prints at the end)."""
     path = os.environ.get("FINEMED_DURATIONS")
-    if path and report.duration >= 0.05:
+    if path and report.duration >= 0.05 and "PYTEST_XDIST_WORKER" not in os.environ:  # xdist: the controller writes
         with open(path, "a") as f:
             f.write(f"{report.duration:.2f}\t{report.when}\t{report.nodeid}\t{report.outcome}\n")
 
