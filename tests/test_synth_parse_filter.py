@@ -178,6 +178,12 @@ def test_placeholders_copied_from_the_prompt_are_rejected():
     assert parse_answers(copied).reason == "placeholder:answer2"
     same = json.dumps({"answer1": "Oral iron is first-line.", "answer2": "Oral iron is first-line."})
     assert parse_answers(same).reason == "identical_answers"
+    # the reason names the copied text, which the re-ask then bans (ask.py, test_synth_placeholder_ban.py)
+    from finemed_eval.synth.parse import copied_placeholder
+
+    assert copied_placeholder("placeholder:answer2") == "Generated second answer content"
+    assert copied_placeholder("placeholder:question1") == "Generated first question"
+    assert copied_placeholder("identical_answers") is None
 
 
 def test_what_the_schemas_allow_the_parsers_accept():
