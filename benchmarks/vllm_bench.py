@@ -12,7 +12,9 @@
    documents in one vLLM call with `prompt_logprobs` and per-request LoRA (lm-eval's own vLLM
    scoring request and parser). This decides where log-likelihoods run (docs/vllm.md).
 
-Times are of the `generate_until` call (adaptation + generation); engine start-up is reported apart.
+Times are of the `generate_until` call (adaptation + generation), and of its generation part alone
+(the engine calls vs HF's per-group generation: the part an engine can speed up; adaptation is the
+same training on both); engine start-up is reported apart.
 Run (2 cores; the library sets VLLM_CPU_OMP_THREADS_BIND to every core and reserves none when unset):
 
     python benchmarks/vllm_bench.py --docs 16,44 --max-gen-toks 128
@@ -79,6 +81,35 @@ def _timed(generate, requests) -> tuple[float, list[str]]:
     return time.perf_counter() - started, texts
 
 
+class _Stopwatch:
+    """Adds up the time spent inside one method while it is patched in (the generation part of a
+    TTT call; the rest of the call is retrieval, adaptation, restoring and, on vLLM, saving adapters)."""
+
+    def __init__(self, owner, name: str) -> None:
+        self.owner, self.name, self.seconds = owner, name, 0.0
+
+    def __enter__(self):
+        original = getattr(self.owner, self.name)
+
+        def timed(*args, **kwargs):
+            started = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                self.seconds += time.perf_counter() - started
+
+        self._had_own = self.name in vars(self.owner)
+        self._original = vars(self.owner).get(self.name)
+        setattr(self.owner, self.name, timed)
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if self._had_own:
+            setattr(self.owner, self.name, self._original)
+        else:
+            delattr(self.owner, self.name)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--task", default="finemed_demo_cot")
@@ -119,14 +150,22 @@ def main() -> None:
     for n in sizes:
         batch = [r for doc_id in sorted(by_doc)[:n] for r in by_doc[doc_id]]
         on_vllm._vllm.trim(keep=0)  # every size saves its adapters again
-        vllm_s, vllm_texts = _timed(on_vllm.generate_until, batch)
-        hf_s, hf_texts = _timed(on_hf.generate_until, batch)
+        with _Stopwatch(on_vllm._vllm, "generate") as vllm_gen:  # the engine calls
+            vllm_s, vllm_texts = _timed(on_vllm.generate_until, batch)
+        with _Stopwatch(HFLM, "generate_until") as hf_gen:  # each adaptation group's HF generation
+            hf_s, hf_texts = _timed(on_hf.generate_until, batch)
         same = sum(a == b for a, b in zip(vllm_texts, hf_texts))
         row = {"docs": n, "requests": len(batch), "hf_s": round(hf_s, 1), "vllm_s": round(vllm_s, 1),
-               "hf_over_vllm": round(hf_s / vllm_s, 2), "same_text": f"{same}/{len(batch)}"}
+               "hf_over_vllm": round(hf_s / vllm_s, 2), "same_text": f"{same}/{len(batch)}",
+               "hf_generation_s": round(hf_gen.seconds, 1), "vllm_generation_s": round(vllm_gen.seconds, 1),
+               "generation_hf_over_vllm": round(hf_gen.seconds / vllm_gen.seconds, 2),
+               "hf_rest_s": round(hf_s - hf_gen.seconds, 1), "vllm_rest_s": round(vllm_s - vllm_gen.seconds, 1)}
         figures["ttt_lora"].append(row)
         print(f"TTT-LoRA generation, {n} docs x {args.max_gen_toks} tokens: hf {hf_s:.1f} s, vllm {vllm_s:.1f} s, "
-              f"ratio {hf_s / vllm_s:.2f}; same text {same}/{len(batch)}", flush=True)
+              f"ratio {hf_s / vllm_s:.2f}; same text {same}/{len(batch)}. Generation alone: hf {hf_gen.seconds:.1f} s, "
+              f"vllm {vllm_gen.seconds:.1f} s, ratio {hf_gen.seconds / vllm_gen.seconds:.2f}; the rest (retrieval, "
+              f"adaptation, restoring, saving adapters): hf {hf_s - hf_gen.seconds:.1f} s, vllm {vllm_s - vllm_gen.seconds:.1f} s",
+              flush=True)
     if args.loglikelihood_docs:
         scoring = _task_requests(args.loglikelihood_task, args.loglikelihood_docs, "loglikelihood", args.num_fewshot)
         on_vllm._vllm.trim(keep=0)
