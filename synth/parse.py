@@ -65,6 +65,13 @@ PLACEHOLDER_TEXT = {
 PLACEHOLDERS = frozenset(text.lower() for text in PLACEHOLDER_TEXT.values())
 
 
+def is_placeholder(value: str) -> bool:
+    """The value is, or contains, one of the prompt's placeholders. Containing counts: with the copy's first
+    token banned, SmolLM2 wrote "The answer is: Generated second answer content" (measured)."""
+    lowered = " ".join(value.lower().split())
+    return any(placeholder in lowered for placeholder in PLACEHOLDERS)
+
+
 def copied_placeholder(reason: str) -> str | None:
     """The placeholder text a `placeholder:<key>` reason says the model copied, else None."""
     kind, _, key = reason.partition(":")
@@ -120,7 +127,7 @@ def parse_questions(text: Any, finish_reason: str | None = None) -> Parsed:
         value = _text_field(obj, key)
         if value is None:
             return _fail(f"missing_key:{key}" if key not in obj else f"not_text:{key}", finish_reason)
-        if value.lower().rstrip(".") in PLACEHOLDERS:
+        if is_placeholder(value):
             return Parsed(reason=f"placeholder:{key}")
         questions[key] = value
     if questions["question1"] == questions["question2"]:
@@ -200,7 +207,7 @@ def parse_answers(text: Any, finish_reason: str | None = None) -> Parsed:
         value = _text_field(obj, key)
         if value is None:
             return _fail(f"missing_key:{key}" if key not in obj else f"not_text:{key}", finish_reason)
-        if value.lower().rstrip(".") in PLACEHOLDERS:
+        if is_placeholder(value):
             return Parsed(reason=f"placeholder:{key}")
         answers[key] = value
     if answers["answer1"] == answers["answer2"]:  # the prompt asks for two different styles

@@ -184,6 +184,12 @@ def test_placeholders_copied_from_the_prompt_are_rejected():
     assert copied_placeholder("placeholder:answer2") == "Generated second answer content"
     assert copied_placeholder("placeholder:question1") == "Generated first question"
     assert copied_placeholder("identical_answers") is None
+    # a copy inside a longer string is a copy (SmolLM2 wrote this one with the first token banned)
+    wrapped = json.dumps({"answer1": "Bronchiolitis is a viral infection of the small airways.",
+                          "answer2": "The answer is: Generated second answer content"})
+    assert parse_answers(wrapped).reason == "placeholder:answer2"
+    assert parse_answers(json.dumps({"answer1": "Generated  FIRST answer\ncontent here", "answer2": "x" * 30})).reason == "placeholder:answer1"
+    assert parse_answers(json.dumps({"answer1": "Doctors generated first a list of causes.", "answer2": "y" * 30})).ok
 
 
 def test_what_the_schemas_allow_the_parsers_accept():
