@@ -5,33 +5,24 @@
   that open the placeholder after a JSON string's quote ("Gen") and after a space (" Generated"), and
   keeps it on later attempts; a re-ask after any other failure carries none. The model's outputs are the
   ones SmolLM2 wrote for fixture text t02 in the offline-vllm run (recorded), answered in order.
-- a real vLLM server (CPU build, SmolLM2, structured output as the answer stage sends it): greedy, the
-  model copies the placeholder for t02's answer prompt; the same request with the ban does not, nor
-  does the sampled re-ask that ask() builds. ~60 s, nearly all vLLM's start-up (~50 s on a calm machine;
-  135 s measured beside a running synthesis, which had its own vLLM server on the same 2 cores).
+- on a real vLLM server (test_synth_vllm.py, sharing that module's server): greedy, the model copies the
+  placeholder for t02's answer prompt; the same request with the ban does not, nor does the sampled re-ask.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
-import socket
-import subprocess
-import time
-import urllib.request
 from pathlib import Path
 from types import SimpleNamespace
 
-import psutil
 import pytest
 from transformers import AutoTokenizer
 
 from finemed_eval.embedded import embedded_model_dir
 from finemed_eval.synth import prompts
 from finemed_eval.synth.ask import ask, payload
-from finemed_eval.synth.backends import inference_config, model_path, placeholder_ban, vllm_command, vllm_environment
+from finemed_eval.synth.backends import placeholder_ban
 from finemed_eval.synth.config import RetryConfig, RoleConfig
 from finemed_eval.synth.parse import PLACEHOLDER_TEXT, copied_placeholder, parse_answers
 from finemed_eval.synth.stages import ANSWERS
@@ -123,57 +114,3 @@ def test_every_backend_gets_the_ban_as_logit_bias():
         assert body["logit_bias"] == ban
     # an endpoint model whose tokenizer is not on this machine: its token ids are unknown, no ban
     assert placeholder_ban(RoleConfig(backend="endpoint", model=str(FIXTURES / "no-such-model")), ["Generated"]) == {}
-
-
-# --- a real vLLM server --------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def vllm_url():
-    from conftest import require_vllm
-
-    require_vllm()
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    config = inference_config(RoleConfig(backend="vllm", model="embedded", model_max_context=2048), None)
-    env = vllm_environment({k: v for k, v in os.environ.items() if not k.startswith("PYTEST")})
-    server = subprocess.Popen(vllm_command(config, port), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
-                              start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(1800):
-            try:
-                urllib.request.urlopen(url + "/v1/models", timeout=2)
-                break
-            except OSError:
-                assert server.poll() is None, "vLLM exited during start-up"
-                time.sleep(0.5)
-        yield url
-    finally:
-        family = [psutil.Process(server.pid), *psutil.Process(server.pid).children(recursive=True)]
-        os.killpg(server.pid, signal.SIGKILL)
-        server.wait()
-        psutil.wait_procs(family, timeout=30)
-
-
-def chat(url: str, body: dict) -> str:
-    request = urllib.request.Request(
-        url + "/v1/chat/completions", json.dumps(body | {"model": model_path("embedded")}).encode(),
-        {"Content-Type": "application/json"},
-    )
-    return json.loads(urllib.request.urlopen(request, timeout=300).read())["choices"][0]["message"]["content"]
-
-
-def test_real_vllm_with_the_ban_does_not_copy_the_placeholder(vllm_url):
-    # 24 tokens: the placeholder, if copied, is the first answer's first words (`{\n"answer1": "Gen|erated ...`)
-    role = RoleConfig(backend="vllm", model="embedded", max_tokens=24, structured_output=True)
-    ban = placeholder_ban(role, [PLACEHOLDER_TEXT["answer1"]])
-    messages = t02_messages()
-
-    greedy = chat(vllm_url, payload(messages, role, attempt=0, seed=1, output_format=ANSWERS))
-    assert '"Generated first answer content"' in greedy  # the precondition: without the ban it copies
-    banned = chat(vllm_url, payload(messages, role, attempt=0, seed=1, output_format=ANSWERS, logit_bias=ban))
-    re_ask = chat(vllm_url, payload(messages, role, attempt=1, seed=2, output_format=ANSWERS, logit_bias=ban))
-    for text in (banned, re_ask):
-        assert "generated" not in text.lower() and '"answer1"' in text, text

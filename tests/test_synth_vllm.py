@@ -6,7 +6,8 @@
   questions' JSON schema); the run is killed with SIGKILL while records are being written: the server
   and its engine processes die with it, and the rerun completes with every id exactly once;
 - the fault-injecting proxy of test_synth_real_server.py in front of a real vLLM server;
-- the judge read from next-token probabilities (judge.method logprobs) on that same server.
+- the judge read from next-token probabilities (judge.method logprobs) on that same server;
+- the placeholder ban on re-asks (test_synth_placeholder_ban.py's request side) on that same server.
 
 vLLM's start-up (~30 s idle, minutes on a busy 2-core machine; its compiled graph is cached in
 ~/.cache/vllm after the first start) dominates: three starts in this module (the kill test's two, the shared server).
@@ -207,3 +208,32 @@ def test_real_vllm_scoring_stage_reads_calibrated_probabilities(vllm_server, tmp
         assert score["p_true"] == pytest.approx(score["dist"]["mentions_details"]["True"], abs=1e-4)
         assert score["dist"] != score["raw_dist"]  # the prior changed the distributions
     assert filter_record(record, config)["rule"]  # the paper's Algorithm 1 runs on these scores unchanged
+
+
+# --- the placeholder ban on re-asks (synth/ask.py), on this module's server -------------------------
+def _chat(url: str, body: dict) -> str:
+    request = urllib.request.Request(
+        url + "/v1/chat/completions", json.dumps(body | {"model": model_path("embedded")}).encode(),
+        {"Content-Type": "application/json"},
+    )
+    return json.loads(urllib.request.urlopen(request, timeout=300).read())["choices"][0]["message"]["content"]
+
+
+def test_real_vllm_with_the_placeholder_ban_does_not_copy_the_placeholder(vllm_server):
+    from finemed_eval.synth.ask import payload
+    from finemed_eval.synth.backends import placeholder_ban
+    from finemed_eval.synth.parse import PLACEHOLDER_TEXT
+    from finemed_eval.synth.stages import ANSWERS
+    from test_synth_placeholder_ban import t02_messages
+
+    # 24 tokens: the placeholder, if copied, is the first answer's first words (`{\n"answer1": "Gen|erated ...`)
+    role = RoleConfig(backend="vllm", model="embedded", max_tokens=24, structured_output=True)
+    ban = placeholder_ban(role, [PLACEHOLDER_TEXT["answer1"]])
+    messages = t02_messages()
+
+    greedy = _chat(vllm_server, payload(messages, role, attempt=0, seed=1, output_format=ANSWERS))
+    assert '"Generated first answer content"' in greedy  # the precondition: without the ban it copies
+    banned = _chat(vllm_server, payload(messages, role, attempt=0, seed=1, output_format=ANSWERS, logit_bias=ban))
+    re_ask = _chat(vllm_server, payload(messages, role, attempt=1, seed=2, output_format=ANSWERS, logit_bias=ban))
+    for text in (banned, re_ask):
+        assert "generated" not in text.lower() and '"answer1"' in text, text
