@@ -77,7 +77,7 @@ def save_ttt_logs_with_results(tracker_module: ModuleType | None = None) -> None
 
         path = Path(self.output_path)
         folder = path.parent if path.suffix == ".json" else path / str(self.general_config_tracker.model_name_sanitized)
-        write_beside_results(folder, self.date_id)
+        write_beside_results(folder, self.date_id, set(results.get("results", {})) | set(samples or {}))
 
     save_results_aggregated._finemed_wrapped = True
     save_results_aggregated.__wrapped__ = original

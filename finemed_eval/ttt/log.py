@@ -45,9 +45,10 @@ class TTTLog:
         return {task: (hits[task], total[task]) for task in total}
 
 
-def write_beside_results(folder: Path, date_id: str) -> list[Path]:
-    """Every live model's log as `finemed_ttt_<date_id>.jsonl` in lm-eval's results folder."""
-    logs = [log for log in list(_LIVE) if len(log.records) > log.flushed]
+def write_beside_results(folder: Path, date_id: str, tasks: set[str]) -> list[Path]:
+    """The log of each live model that answered these results' tasks, as `finemed_ttt_<date_id>.jsonl`
+    in lm-eval's results folder (other models alive in the process keep theirs for their own results)."""
+    logs = [log for log in list(_LIVE) if any(r.get("task") in tasks for r in log.records[log.flushed:])]
     written = []
     for n, log in enumerate(logs):
         suffix = "" if len(logs) == 1 else f"_{n}"
