@@ -70,6 +70,24 @@ def one_torch_thread():
 
 
 def pytest_configure(config):
+    config.addinivalue_line("markers", "file_seconds(n): the file's measured seconds under -n 2; the longest start first")
+    _bind_worker_threads()
+
+
+def pytest_collection_modifyitems(config, items):
+    """Longest files first (`pytestmark = pytest.mark.file_seconds(n)`, measured in CI), so the two
+    xdist workers end together: started last, the 10-minute vLLM file alone used to finish 5 minutes
+    after the other worker had run out of files (pyproject passes --no-loadscope-reorder, which would
+    otherwise order files by their number of tests). A stable sort keeps each file's tests in order."""
+    def seconds(item):
+        marker = item.module.pytestmark if hasattr(item.module, "pytestmark") else None
+        marks = marker if isinstance(marker, list) else [marker] if marker else []
+        return max([m.args[0] for m in marks if getattr(m, "name", "") == "file_seconds"], default=0)
+
+    items.sort(key=lambda item: -seconds(item))
+
+
+def _bind_worker_threads() -> None:
     """Under xdist (pyproject: `-n 2`) each worker's vLLM engines and servers bind their OpenMP threads
     to the worker's own share of the cores, not all workers to every core: an OpenMP thread spin-waits
     at each barrier for a core another worker holds (the slowdown one_torch_thread describes)."""

@@ -14,6 +14,8 @@ from finemed_eval.ttt.adapt import Adapter, AdaptError, collate
 from finemed_eval.ttt.options import TTTError, TTTOptions
 from finemed_eval.ttt.render import IGNORE_INDEX, Format, build_example, encode
 
+pytestmark = pytest.mark.file_seconds(100)  # under -n 2 on 2 cores (CI): starts before shorter files
+
 EXAMPLE = (
     "What is the first-line treatment for anaphylaxis?",
     "Intramuscular epinephrine into the mid-outer thigh, repeated every 5 to 15 minutes if needed.",

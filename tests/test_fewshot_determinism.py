@@ -21,6 +21,8 @@ import pytest
 
 from finemed_eval.training.launch import free_port
 
+pytestmark = pytest.mark.file_seconds(160)  # under -n 2 on 2 cores (CI): starts before shorter files
+
 TASK = "finemed_demo"
 SEEDS = (7, 1234)  # the paper's protocol: random 3-shot exemplars under several seeds
 SHOTS = 3

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.file_seconds(150)  # under -n 2 on 2 cores (CI): starts before shorter files
+
 ROOT = Path(__file__).parents[1]
 LM_EVAL = shutil.which("lm_eval")
 TASK_NAMES = sorted(p.stem for p in (ROOT / "tasks").rglob("finemed_*.yaml")) + sorted(

@@ -41,6 +41,8 @@ from finemed_eval.synth.pipeline import STAGES, run_model_stage, stage_dir
 from finemed_eval.synth.prompts import chat, instruction_prompt
 from finemed_eval.synth.replay import ReplayServer, load_recorded
 
+pytestmark = pytest.mark.file_seconds(130)  # under -n 2 on 2 cores (CI): starts before shorter files
+
 FIXTURES = Path(__file__).parent / "fixtures" / "synth"
 ROLES = ("instruction", "scoring", "answer", "longform", "classifier")
 ENV = os.environ | {"OMP_NUM_THREADS": "2"}

@@ -39,6 +39,8 @@ from finemed_eval.synth.replay import ReplayServer, load_recorded
 from conftest import require_vllm
 from test_synth_real_server import ENV, FIXTURES, assert_every_stage_complete, config_file, records, run_behind_fault_proxy
 
+pytestmark = pytest.mark.file_seconds(410)  # under -n 2 on 2 cores (CI): starts before shorter files
+
 require_vllm()
 QUESTION_WORDS = ("What", "How", "Why", "Which", "When", "Who", "Where", "Is", "Are", "Can", "Could", "Does", "Do",
                   "Should", "Explain", "Describe", "Compare")

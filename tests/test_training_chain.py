@@ -19,6 +19,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+pytestmark = pytest.mark.file_seconds(110)  # under -n 2 on 2 cores (CI): starts before shorter files
+
 FIXTURES = Path(__file__).parent / "fixtures" / "training"
 CHAIN = (  # (script, recipe, zoo name it registers, data folder)
     ("sft", "tiny/finemedlm/stage1", "tiny-finemedlm-stage1", "sft"),

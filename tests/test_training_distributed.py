@@ -14,6 +14,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+pytestmark = pytest.mark.file_seconds(90)  # under -n 2 on 2 cores (CI): starts before shorter files
+
 FIXTURES = Path(__file__).parent / "fixtures" / "training"
 
 

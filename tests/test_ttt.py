@@ -14,6 +14,8 @@ import pytest
 from lm_eval.api.instance import Instance
 from lm_eval.api.registry import get_model
 
+pytestmark = pytest.mark.file_seconds(270)  # under -n 2 on 2 cores (CI): starts before shorter files
+
 TASK = "finemed_demo"
 
 

