@@ -1,9 +1,10 @@
 """A sweep grid in one leaderboard run vs one run per grid point; SIFT selection vs nn per query.
 
 (1) The same G grid points (each paired with TTT off) as ONE config with `sweep:` and as G separate
-configs, each in its own output folder, run one after the other in this process. Target: the grid
+configs, each in its own output folder, each a `finemed leaderboard run` process of its own (as a
+user runs them; in one process the first run would also pay the others' warm-up). Target: the grid
 costs at most G TTT passes plus one baseline pass (no repeated baseline, index or retrieval), so the
-ratio grid / separate approaches (G + 1) / (2G). Printed with the pass times the grid's cells record.
+ratio grid / separate approaches (G + 1) / (2G). Printed with the pass times the cells record.
 
 (2) Neighbour selection per query, nn vs sift, on the demo corpus (fresh searches: the process
 memo is cleared), against the whole TTT step (adapt and answer, from the grid's TTT log). Target:
@@ -17,12 +18,13 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-from finemed_eval.leaderboard.config import parse_config
-from finemed_eval.leaderboard.run import run
+import yaml
 
 MODEL = "smollm2-135m-instruct"
 TASK = "finemed_demo"
@@ -32,10 +34,12 @@ def entry(name: str, args: dict, **extra) -> dict:
     return {"name": name, "model": MODEL, "args": args, **extra}
 
 
-def timed(config: dict, out: Path, source: Path) -> tuple[float, list]:
+def timed(config: dict, out: Path, source: Path) -> float:
+    source.write_text(yaml.safe_dump(config), encoding="utf-8")
+    command = [sys.executable, "-m", "finemed_eval.cli", "leaderboard", "run", str(source), "--out", str(out), "--no-progress"]
     started = time.perf_counter()
-    summary = run(parse_config(config, source=str(source)), out, progress=False, render_outputs=True)
-    return time.perf_counter() - started, summary.passes
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - started
 
 
 def pass_times(out: Path) -> dict[str, float]:
@@ -60,12 +64,12 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="sweep-bench-"))
     log = root / "ttt.jsonl"
     grid = {**common, "models": [entry("S", {**ttt_args, "ttt_log": str(log)}, sweep={"ttt": [args.ttt], "lr": lrs})]}
-    grid_s, _ = timed(grid, root / "grid", root / "grid.yaml")
-    separate_s = 0.0
+    grid_s = timed(grid, root / "grid", root / "grid.yaml")
+    separate_s, separate_passes = 0.0, 0.0
     for i, lr in enumerate(lrs):
         one = {**common, "models": [entry("off", {"ttt": "off"}), entry("on", {**ttt_args, "ttt": args.ttt, "lr": lr}, baseline="off")]}
-        seconds, _ = timed(one, root / f"point{i}", root / f"point{i}.yaml")
-        separate_s += seconds
+        separate_s += timed(one, root / f"point{i}", root / f"point{i}.yaml")
+        separate_passes += sum(pass_times(root / f"point{i}").values())
     passes = pass_times(root / "grid")
     off = passes.pop("S ttt=off")
     g = len(lrs)
@@ -73,7 +77,9 @@ def main() -> None:
     print(f"  one run with sweep: {grid_s:.1f} s   {g} separate runs: {separate_s:.1f} s   ratio {grid_s / separate_s:.2f} "
           f"(ideal (G+1)/2G = {(g + 1) / (2 * g):.2f})")
     print(f"  the grid's passes: baseline {off:.1f} s once, points " + ", ".join(f"{v:.1f} s" for v in passes.values())
-          + f"; overhead beyond them {grid_s - off - sum(passes.values()):.1f} s")
+          + f"; start-up and board beyond them {grid_s - off - sum(passes.values()):.1f} s")
+    print(f"  passes alone: grid {off + sum(passes.values()):.1f} s vs separate {separate_passes:.1f} s, "
+          f"ratio {(off + sum(passes.values())) / separate_passes:.2f}")
 
     from finemed_eval.ttt import retrieval
     from finemed_eval.ttt.retrieval import Retriever, load_corpus
