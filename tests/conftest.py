@@ -80,9 +80,8 @@ def pytest_collection_modifyitems(config, items):
     after the other worker had run out of files (pyproject passes --no-loadscope-reorder, which would
     otherwise order files by their number of tests). A stable sort keeps each file's tests in order."""
     def seconds(item):
-        marker = item.module.pytestmark if hasattr(item.module, "pytestmark") else None
-        marks = marker if isinstance(marker, list) else [marker] if marker else []
-        return max([m.args[0] for m in marks if getattr(m, "name", "") == "file_seconds"], default=0)
+        mark = item.get_closest_marker("file_seconds")
+        return mark.args[0] if mark else 0
 
     items.sort(key=lambda item: -seconds(item))
 
