@@ -107,12 +107,15 @@ def plot_sweep(view: View) -> bytes | None:
     fig = Figure(figsize=(10.5, 3.4 * len(view.sweeps) + 0.8), dpi=110)
     FigureCanvasAgg(fig)
     axes = fig.subplots(len(view.sweeps), 2, squeeze=False)
+    # one colour and offset per series across every panel (tables list points by Δ, a different order each)
+    labels = sorted({label for table in view.sweeps for label in table.series()})
+    spread = 0.02 * (len(labels) - 1)
     for (acc_ax, ll_ax), table in zip(axes, view.sweeps, strict=True):
-        series = table.series()
+        series = dict(sorted(table.series().items()))
         log_x = all(SWEEP_X in p["point"] and float(p["point"][SWEEP_X]) > 0 for p in table.points)
-        spread = 0.02 * (len(series) - 1)
-        for i, (label, points) in enumerate(series.items()):
-            shift = (i * 0.04 - spread) if len(series) > 1 else 0.0  # side by side, so error bars do not overlap
+        for label, points in series.items():
+            i = labels.index(label)
+            shift = (i * 0.04 - spread) if len(labels) > 1 else 0.0  # side by side, so error bars do not overlap
             xs = [float(p["point"][SWEEP_X]) * 10 ** shift if log_x else j + shift / 2 for j, p in enumerate(points)]
             acc = np.array([100 * p["acc_diff"] for p in points])
             err = np.array([[100 * (p["acc_diff"] - p["ci_low"]) for p in points], [100 * (p["ci_high"] - p["acc_diff"]) for p in points]])
