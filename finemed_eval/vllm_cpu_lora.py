@@ -14,6 +14,9 @@ does not name `finemed_cpu_lora`). Only the CPU platform is patched: GPU builds 
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+
 import torch
 
 OPS = ("bgmv_expand", "bgmv_expand_slice", "bgmv_shrink", "sgmv_expand", "sgmv_expand_slice", "sgmv_shrink")
@@ -105,6 +108,17 @@ def _expand_into(output_tensor: torch.Tensor, outputs: torch.Tensor, add_inputs:
         output_tensor[:, :common] = outputs[:limit, :common]
 
 
+def eager_only(ours: Callable, theirs: Callable) -> Callable:
+    """Our op when run eagerly (finemed's engines and synthesis servers run eager on CPU); vLLM's own
+    while torch.compile traces (vLLM's compiled CPU mode): data-dependent loops do not trace."""
+
+    @functools.wraps(ours)
+    def op(*args, **kwargs):
+        return theirs(*args, **kwargs) if torch.compiler.is_compiling() else ours(*args, **kwargs)
+
+    return op
+
+
 def register() -> None:
     """vLLM general plugin: swap the CPU punica wrapper's ops for these (no-op off CPU or without LoRA)."""
     from vllm.platforms import current_platform
@@ -112,9 +126,11 @@ def register() -> None:
     if not current_platform.is_cpu():
         return
     import vllm.lora.ops.torch_ops as torch_ops
+    import vllm.lora.ops.torch_ops.lora_ops as vllm_ops  # left as it is: vLLM's originals
     import vllm.lora.punica_wrapper.punica_cpu as punica_cpu
 
     ours = globals()
     for name in OPS:
-        setattr(torch_ops, name, ours[name])
-        setattr(punica_cpu, name, ours[name])
+        op = eager_only(ours[name], getattr(vllm_ops, name))
+        setattr(torch_ops, name, op)
+        setattr(punica_cpu, name, op)

@@ -69,18 +69,26 @@ def test_single_row_expand_keeps_vllms_broadcast_rule():
     torch.testing.assert_close(mine, theirs)
 
 
-def test_registered_as_a_vllm_general_plugin_and_patches_the_cpu_wrapper():
+def test_registered_as_a_vllm_general_plugin_and_patches_the_cpu_wrapper(monkeypatch):
     plugins = {e.name: e.value for e in entry_points(group="vllm.general_plugins")}
     assert plugins.get("finemed_cpu_lora") == "finemed_eval.vllm_cpu_lora:register"
     import vllm.lora.punica_wrapper.punica_cpu as punica_cpu
 
-    saved = {name: getattr(punica_cpu, name) for name in ours.OPS}
-    try:
-        ours.register()
-        assert all(getattr(punica_cpu, name) is getattr(ours, name) for name in ours.OPS)
-    finally:
-        for name, op in saved.items():
-            setattr(punica_cpu, name, op)
+    for name in ours.OPS:
+        monkeypatch.setattr(punica_cpu, name, getattr(punica_cpu, name))  # restored after the test
+    ours.register()
+    assert all(getattr(punica_cpu, name).__wrapped__ is getattr(ours, name) for name in ours.OPS)
+    assert vllm_ops.sgmv_shrink.__module__ == "vllm.lora.ops.torch_ops.lora_ops"  # originals kept for tracing
+
+    t = batch([4, 4], [0, 1])
+    calls = []
+    monkeypatch.setattr(vllm_ops, "bgmv_shrink", lambda *args: calls.append("vllm"))
+    monkeypatch.setattr(ours, "bgmv_shrink", lambda *args: calls.append("ours"))
+    op = ours.eager_only(ours.bgmv_shrink, vllm_ops.bgmv_shrink)
+    op(t["x"], t["a"], torch.zeros(8, RANK), t["token_indices"], 1.0)
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    op(t["x"], t["a"], torch.zeros(8, RANK), t["token_indices"], 1.0)
+    assert calls == ["ours", "vllm"]  # eager: ours; under torch.compile: vLLM's
 
 
 def test_fewer_indices_than_tokens_is_an_error_as_in_vllm():
