@@ -37,10 +37,7 @@ def per_token_products(inputs: torch.Tensor, weights: torch.Tensor, indices: tor
     if indices.shape[0] * weights[0].numel() <= GATHER_LIMIT:
         return torch.einsum("bi, boi -> bo", inputs, weights[indices].to(dtype))  # vLLM's own way
     out = inputs.new_empty(inputs.shape[0], weights.shape[1])
-    values = indices.unique()
-    if values.numel() == 1:
-        return torch.matmul(inputs, weights[values[0]].to(dtype).T, out=out)
-    for value in values:
+    for value in indices.unique():
         rows = (indices == value).nonzero().squeeze(1)
         out[rows] = inputs[rows] @ weights[value].to(dtype).T
     return out
