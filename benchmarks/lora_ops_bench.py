@@ -2,7 +2,9 @@
 
 Shapes are SmolLM2-135M's widest LoRA pair (576 -> 1536, r=16) with 16 adapters: a prefill step of
 `--prefill-tokens` tokens in 16 sequences (one adapter each), and decode steps of 16 tokens (one per
-sequence). Each row times shrink (x @ A) + expand (y += s @ B), the two calls vLLM makes per projection.
+sequence). vLLM's V1 runner sends every step of a LoRA linear layer through the sgmv ("prefill") ops,
+decode steps included (sequences of one token); the bgmv ops serve the LoRA logits. Each row times
+shrink (x @ A) + expand (y += s @ B), the two calls vLLM makes per projection.
 
     python benchmarks/lora_ops_bench.py
 """
@@ -36,7 +38,8 @@ def main() -> None:
     hidden, wide, rank, adapters = 576, 1536, 16, 16
     a = torch.randn(adapters, 1, rank, hidden)
     b = torch.randn(adapters, 1, wide, rank)
-    for label, seq_lens in (("prefill", [args.prefill_tokens // adapters] * adapters), ("decode", [1] * adapters)):
+    steps = (("prefill (sgmv)", [args.prefill_tokens // adapters] * adapters), ("decode (sgmv)", [1] * adapters), ("decode (bgmv)", [1] * adapters))
+    for label, seq_lens in steps:
         tokens = sum(seq_lens)
         x, s, y = torch.randn(tokens, hidden), torch.randn(tokens, rank), torch.zeros(tokens, wide)
         lens, seq_index = torch.tensor(seq_lens), torch.arange(adapters)
@@ -44,7 +47,7 @@ def main() -> None:
         token_index = torch.repeat_interleave(seq_index, lens)
         times = {}
         for name, ops in (("vllm", vllm_ops), ("grouped", grouped)):
-            if label == "prefill":
+            if "sgmv" in label:
                 def step(ops=ops):
                     ops.sgmv_shrink(x, a, torch.zeros(tokens, rank), *meta, 1.0)
                     ops.sgmv_expand(s, b, y, *meta, True)
@@ -52,7 +55,7 @@ def main() -> None:
                 def step(ops=ops):
                     ops.bgmv_shrink(x, a, torch.zeros(tokens, rank), token_index, 1.0)
                     ops.bgmv_expand(s, b, y, token_index, True)
-            times[name] = _time(step, repeats=5 if label == "prefill" else 200)
+            times[name] = _time(step, repeats=5 if label.startswith("prefill") else 200)
         print(f"{label}: {tokens} tokens, {adapters} adapters: vLLM ops {times['vllm'] * 1e3:.2f} ms, grouped "
               f"{times['grouped'] * 1e3:.2f} ms, vLLM / grouped = {times['vllm'] / times['grouped']:.1f}", flush=True)
 
