@@ -25,9 +25,9 @@ OPS = ("bgmv_expand", "bgmv_expand_slice", "bgmv_shrink", "sgmv_expand", "sgmv_e
 
 # Gathering one matrix per token is the faster way while the gathered copy is small (decoding: one token
 # per sequence), per-adapter or per-sequence matmuls beyond that (prefill); measured in
-# benchmarks/lora_ops_bench.py. A sequence's matmul costs about as much as copying this many elements:
+# benchmarks/lora_ops_bench.py.
 GATHER_LIMIT = 1 << 22  # elements (16 MB in float32): never gather more at once
-GATHER_PER_SEQUENCE = 1 << 18  # elements one sequence's own matmul costs, in copy time (~20 us here)
+GATHER_PER_SEQUENCE = 1 << 18  # elements whose copy costs about one sequence's own matmul (~20 us here)
 
 
 def per_token_products(inputs: torch.Tensor, weights: torch.Tensor, indices: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -59,11 +59,9 @@ def per_sequence_products(inputs: torch.Tensor, weights: torch.Tensor, seq_lens:
     if weights.dim() == 4:
         weights = weights.squeeze(1)
     inputs = inputs.to(dtype)
-    gathered = inputs.shape[0] * weights[0].numel()
-    if gathered <= min(GATHER_LIMIT, len(seq_lens) * GATHER_PER_SEQUENCE):
-        if int(seq_lens.sum()) != inputs.shape[0]:
-            raise ValueError(f"LoRA prefill: sequence lengths sum to {int(seq_lens.sum())}, the batch has {inputs.shape[0]} tokens")
-        return gathered_products(inputs, weights, torch.repeat_interleave(seq_indices, seq_lens), dtype)
+    if inputs.shape[0] * weights[0].numel() <= min(GATHER_LIMIT, len(seq_lens) * GATHER_PER_SEQUENCE):
+        # per_token_products raises if the lengths do not cover the batch
+        return per_token_products(inputs, weights, torch.repeat_interleave(seq_indices, seq_lens), dtype)
     out = inputs.new_empty(inputs.shape[0], weights.shape[1])
     start = 0
     for length, index in zip(seq_lens.tolist(), seq_indices.tolist()):
