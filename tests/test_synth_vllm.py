@@ -6,7 +6,8 @@
   questions' JSON schema); the run is killed with SIGKILL while records are being written: the server
   and its engine processes die with it, and the rerun completes with every id exactly once;
 - the fault-injecting proxy of test_synth_real_server.py in front of a real vLLM server;
-- the judge read from next-token probabilities (judge.method logprobs) on that same server;
+- the judge read from next-token probabilities (judge.method logprobs) on that same server, and a run killed
+  with SIGKILL while those requests are in flight resumes with every id exactly once;
 - the placeholder ban on re-asks (test_synth_placeholder_ban.py's request side) on that same server.
 
 vLLM's start-up (~30 s idle, minutes on a busy 2-core machine; its compiled graph is cached in
@@ -39,7 +40,7 @@ from finemed_eval.synth.replay import ReplayServer, load_recorded
 from conftest import require_vllm
 from test_synth_real_server import ENV, FIXTURES, assert_every_stage_complete, config_file, records, run_behind_fault_proxy
 
-pytestmark = pytest.mark.file_seconds(410)  # under -n 2 on 2 cores (CI): starts before shorter files
+pytestmark = pytest.mark.file_seconds(450)  # under -n 2 on 2 cores (CI): starts before shorter files
 
 require_vllm()
 QUESTION_WORDS = ("What", "How", "Why", "Which", "When", "Who", "Where", "Is", "Are", "Can", "Could", "Does", "Do",
@@ -210,6 +211,44 @@ def test_real_vllm_scoring_stage_reads_calibrated_probabilities(vllm_server, tmp
         assert score["p_true"] == pytest.approx(score["dist"]["mentions_details"]["True"], abs=1e-4)
         assert score["dist"] != score["raw_dist"]  # the prior changed the distributions
     assert filter_record(record, config)["rule"]  # the paper's Algorithm 1 runs on these scores unchanged
+
+
+def test_killed_during_logprob_scoring_then_resumes(replay, vllm_server, tmp_path):
+    """kill -9 of a real `finemed synth run` while its scoring stage has next-token (logprobs) requests
+    in flight on the real vLLM server; the rerun completes: every id exactly once at every stage, and
+    every scoring record read from distributions (none silently fell back to decoded JSON)."""
+    real = {"backend": "endpoint", "endpoint_url": vllm_server, "max_tokens": 64, "max_concurrent": 2}
+    config = config_file(tmp_path, replay.url, "scoring", real, limit=6, attempts=2)
+    data = yaml.safe_load(config.read_text(encoding="utf-8"))
+    data["executor"] = {"records_per_chunk": 1}  # checkpoint every record: the kill lands between some
+    data["judge"] = {"method": "logprobs", "calibration": "content_free", "content_free": ["N/A"]}
+    config.write_text(yaml.safe_dump(data), encoding="utf-8")
+    command = [sys.executable, "-m", "finemed_eval.cli", "synth", "run", str(config), "--no-progress"]
+    shards = stage_dir(tmp_path / "out", "scoring") / "shards"
+
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
+    deadline = time.monotonic() + 600
+    while process.poll() is None and time.monotonic() < deadline and _lines(shards) < 1:
+        time.sleep(0.2)
+    assert process.poll() is None, "the run ended before its scoring stage wrote a record"
+    family = _descendants(process.pid)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    _, alive = psutil.wait_procs(family, timeout=30)
+    assert not alive, f"left behind after kill -9: {[p.pid for p in alive]}"
+    done_before = _lines(shards)
+    assert done_before >= 1
+
+    final = subprocess.run(command, capture_output=True, text=True, env=ENV, timeout=1200)
+    assert final.returncode == 0, final.stderr[-3000:]
+    out = tmp_path / "out"
+    assert_every_stage_complete(out)  # every input id once in ok + rejects: none lost, none duplicated
+    folder = stage_dir(out, "scoring")
+    assert done_before < len(records(folder / "input" / "part-00000.jsonl"))  # the kill cut the stage short
+    ok = records(folder / "ok" / "part-00000.jsonl")
+    assert ok, records(folder / "rejects.jsonl")
+    for record in ok:
+        assert {score["method"] for score in record["scores"].values()} == {"logprobs"}, record["id"]
 
 
 # --- the placeholder ban on re-asks (synth/ask.py), on this module's server -------------------------
