@@ -90,13 +90,18 @@ def _lines(folder: Path) -> int:
     return sum(len(p.read_text(encoding="utf-8").splitlines()) for p in folder.glob("*.jsonl")) if folder.is_dir() else 0
 
 
+def _checkpoint_every_record(config: Path, **sections) -> Path:
+    """The config with one record per checkpoint (so a kill lands between some) and extra sections."""
+    data = yaml.safe_load(config.read_text(encoding="utf-8"))
+    data.update(executor={"records_per_chunk": 1}, **sections)
+    config.write_text(yaml.safe_dump(data), encoding="utf-8")
+    return config
+
+
 def test_vllm_backend_structured_output_killed_mid_stage_then_resumes(replay, tmp_path, embedded_model):
     real = {"backend": "vllm", "max_tokens": 160, "max_concurrent": 2, "structured_output": True,
             "model_max_context": 2048, "retry_temperature": 0.7}
-    config = config_file(tmp_path, replay.url, "instruction", real, limit=6, attempts=2)
-    data = yaml.safe_load(config.read_text(encoding="utf-8"))
-    data["executor"] = {"records_per_chunk": 1}  # checkpoint every record: the kill lands between some
-    config.write_text(yaml.safe_dump(data), encoding="utf-8")
+    config = _checkpoint_every_record(config_file(tmp_path, replay.url, "instruction", real, limit=6, attempts=2))
     command = [sys.executable, "-m", "finemed_eval.cli", "synth", "run", str(config), "--no-progress"]
     shards = stage_dir(tmp_path / "out", "instruction") / "shards"
 
@@ -218,11 +223,8 @@ def test_killed_during_logprob_scoring_then_resumes(replay, vllm_server, tmp_pat
     in flight on the real vLLM server; the rerun completes: every id exactly once at every stage, and
     every scoring record read from distributions (none silently fell back to decoded JSON)."""
     real = {"backend": "endpoint", "endpoint_url": vllm_server, "max_tokens": 64, "max_concurrent": 2}
-    config = config_file(tmp_path, replay.url, "scoring", real, limit=6, attempts=2)
-    data = yaml.safe_load(config.read_text(encoding="utf-8"))
-    data["executor"] = {"records_per_chunk": 1}  # checkpoint every record: the kill lands between some
-    data["judge"] = {"method": "logprobs", "calibration": "content_free", "content_free": ["N/A"]}
-    config.write_text(yaml.safe_dump(data), encoding="utf-8")
+    judge = {"method": "logprobs", "calibration": "content_free", "content_free": ["N/A"]}
+    config = _checkpoint_every_record(config_file(tmp_path, replay.url, "scoring", real, limit=6, attempts=2), judge=judge)
     command = [sys.executable, "-m", "finemed_eval.cli", "synth", "run", str(config), "--no-progress"]
     shards = stage_dir(tmp_path / "out", "scoring") / "shards"
 
